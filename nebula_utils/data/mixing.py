@@ -1,0 +1,73 @@
+"""Mixing: named parts + per-part quotas -> one shuffled dataset, with a change log.
+
+A mix (an SFT curriculum stage such as `base`, `complex` or `patch`, or an RL prompt pool) is
+built from parts of one schema. Each part contributes up to its quota, sampled without
+replacement with the mix seed; rows left out are counted as `over_quota:<part>`, so the mix step
+balances like every processing step. Passing the previous mix step (from the manifest of the
+version this one replaces) records a change log: per part and per task, the counts before and
+after, and the reason given.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping
+
+from datasets import Dataset, concatenate_datasets
+
+from .manifests import processing_step
+from .schema import FEATURES, check_schema
+
+
+def _part_rows(part: Dataset, quota: int | None, seed: int) -> Dataset:
+    if quota is None or quota >= len(part):
+        return part
+    if quota < 0:
+        raise ValueError(f"quota must be >= 0, got {quota}")
+    return part.shuffle(seed=seed).select(range(quota))
+
+
+def build_mix(parts: Mapping[str, Dataset], schema: str, seed: int, quotas: Mapping[str, int | None] | None = None,
+              name: str = "mix", previous: Mapping[str, Any] | None = None, reason: str = "") -> tuple[Dataset, dict]:
+    """Concatenate `parts` (each capped at quotas[part]; missing or None = all) and shuffle.
+
+    Returns the mix and its processing step; the step's params hold the quotas, the counts per
+    part and per task, and (with `previous`, a step returned by an earlier build_mix) the change log.
+    """
+    check_schema(schema)
+    unknown = set(quotas or {}) - set(parts)
+    if unknown:
+        raise ValueError(f"quotas name unknown part(s): {', '.join(sorted(unknown))}")
+    columns = list(FEATURES[schema])
+    taken, per_part, drops = [], {}, Counter()
+    for offset, (part_name, part) in enumerate(sorted(parts.items())):
+        part = part.select_columns(columns)
+        if part.features != FEATURES[schema]:
+            part = part.cast(FEATURES[schema])
+        rows = _part_rows(part, (quotas or {}).get(part_name), seed + offset)
+        per_part[part_name] = len(rows)
+        if len(part) > len(rows):
+            drops[f"over_quota:{part_name}"] = len(part) - len(rows)
+        taken.append(rows)
+    mix = concatenate_datasets(taken).shuffle(seed=seed) if taken else Dataset.from_dict(
+        {c: [] for c in columns}, features=FEATURES[schema])
+    counts = {"parts": per_part, "tasks": dict(sorted(Counter(mix["task"]).items()))}
+    params = {"seed": seed, "quotas": dict(quotas or {}), "counts": counts}
+    if previous is not None:
+        params["changelog"] = mix_changelog(previous["params"]["counts"], counts, reason)
+    step = processing_step(f"mix:{name}", count_in=sum(len(p) for p in parts.values()), count_out=len(mix),
+                           params=params, drop_reasons=drops)
+    return mix, step
+
+
+def mix_changelog(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]],
+                  reason: str = "") -> dict[str, Any]:
+    """Per part and per task: {key: {"before": n, "after": m}} for every count that changed."""
+    changes = {}
+    for group in ("parts", "tasks"):
+        keys = sorted(set(before.get(group, {})) | set(after.get(group, {})))
+        changes[group] = {
+            k: {"before": before.get(group, {}).get(k, 0), "after": after.get(group, {}).get(k, 0)}
+            for k in keys if before.get(group, {}).get(k, 0) != after.get(group, {}).get(k, 0)
+        }
+    return {"reason": reason, "changes": changes}

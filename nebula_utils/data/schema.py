@@ -1,0 +1,271 @@
+"""Row schemas for SFT samples, preference groups and RL prompts, and their validation.
+
+Three schemas, each an Arrow `datasets.Features` plus a row validator:
+
+- ``sft``: a chat (`messages`, ending with an assistant turn) with its metadata.
+- ``preference``: a prompt and the WHOLE candidate group (every candidate with its generator,
+  sampling params and scores), the chosen/rejected indices and the reason; a KTO row is a group
+  of one candidate carrying a `label`.
+- ``rl``: a prompt (text and chat form) with the verifier that scores answers and its reference.
+
+Nested free-form dicts (`quality`, `reference`, `sampling_params`, `scores`) are stored as
+canonical JSON strings: Arrow needs one struct type per column, and their keys differ from row
+to row (a math reference has `answer`, an IFEval one `instruction_id_list`/`kwargs`).
+
+Validation returns reason codes (`missing_field:messages`, `bad_role:gpt`, `empty_turn`...) so
+that ingest can write them to its quarantine file and count them by code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Mapping
+
+from datasets import Dataset, Features, List, Value
+
+# The shared task vocabulary: every row's `task` is one of these.
+TASKS = ("general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety")
+# Verifier names the verifiers package (`nebula_utils.verifiers`) implements.
+VERIFIERS = ("math", "ifeval", "code", "format")
+ROLES = ("system", "user", "assistant")
+# Keys a verifier's reference dict must have (the `format` verifier takes its spec as given).
+REFERENCE_KEYS = {
+    "math": ("answer",),
+    "ifeval": ("instruction_id_list", "kwargs", "prompt"),
+    "code": ("prompt", "test", "entry_point"),
+    "format": (),
+}
+SCHEMAS = ("sft", "preference", "rl")
+
+_STR = Value("string")
+MESSAGES = List({"role": _STR, "content": _STR})
+_COMMON = {"id": _STR, "source": _STR, "license": _STR, "task": _STR}
+
+FEATURES: dict[str, Features] = {
+    "sft": Features(
+        _COMMON
+        | {
+            "messages": MESSAGES,
+            "difficulty": _STR,
+            "quality": _STR,  # JSON object {dimension: score}
+            "verifier": _STR,
+            "verifier_version": _STR,
+            "reference": _STR,  # JSON object, set when the sample is verifiable
+            "parents": List(_STR),
+        }
+    ),
+    "preference": Features(
+        _COMMON
+        | {
+            "prompt": MESSAGES,  # the conversation the candidates answer
+            "candidates": List(
+                {
+                    "content": _STR,
+                    "generator": _STR,  # model that wrote it ("human", "dataset" when unknown)
+                    "sampling_params": _STR,  # JSON object
+                    "scores": _STR,  # JSON object {scorer: score}
+                    "label": Value("bool"),  # KTO desirable/undesirable; null for pairwise data
+                }
+            ),
+            "chosen": Value("int32"),  # index into candidates; null for KTO groups
+            "rejected": Value("int32"),
+            "preference_reason": _STR,
+            "parents": List(_STR),
+        }
+    ),
+    "rl": Features(
+        _COMMON
+        | {
+            "prompt": _STR,
+            "messages": MESSAGES,  # the prompt as chat (ends with the user turn)
+            "verifier": _STR,
+            "reference": _STR,  # JSON object, keys per REFERENCE_KEYS[verifier]
+            "pass_rate": Value("float64"),
+            "difficulty": _STR,
+            "parents": List(_STR),
+        }
+    ),
+}
+
+# Optional fields and the value a row gets when it omits them.
+OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sft": {"difficulty": None, "quality": "{}", "verifier": None, "verifier_version": None,
+            "reference": None, "parents": []},
+    "preference": {"chosen": None, "rejected": None, "preference_reason": "", "parents": []},
+    "rl": {"pass_rate": None, "difficulty": None, "parents": []},
+}
+_JSON_FIELDS = {"sft": ("quality", "reference"), "preference": (), "rl": ("reference",)}
+_CANDIDATE_DEFAULTS = {"generator": "dataset", "sampling_params": "{}", "scores": "{}", "label": None}
+
+
+class SchemaError(ValueError):
+    """A row does not fit its schema; str() names the row and the reason."""
+
+
+def canonical_json(obj: Any) -> str:
+    """One spelling per value (sorted keys, no spaces): the basis of ids and content hashes."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def check_schema(schema: str) -> None:
+    if schema not in FEATURES:
+        raise SchemaError(f"unknown schema '{schema}' (known: {', '.join(SCHEMAS)})")
+
+
+def normalize_row(schema: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill omitted optional fields and serialise dict-valued JSON fields canonically."""
+    check_schema(schema)
+    out = dict(OPTIONAL_DEFAULTS[schema]) | dict(row)
+    out["parents"] = list(out["parents"] or [])
+    for key in _JSON_FIELDS[schema]:
+        if isinstance(out.get(key), Mapping):
+            out[key] = canonical_json(dict(out[key]))
+    if schema == "preference" and isinstance(out.get("candidates"), list):
+        out["candidates"] = [_normalize_candidate(c) for c in out["candidates"]]
+    return out
+
+
+def _normalize_candidate(candidate: Any) -> Any:
+    if not isinstance(candidate, Mapping):
+        return candidate
+    cand = dict(_CANDIDATE_DEFAULTS) | dict(candidate)
+    for key in ("sampling_params", "scores"):
+        if isinstance(cand[key], Mapping):
+            cand[key] = canonical_json(dict(cand[key]))
+    return cand
+
+
+def message_problems(messages: Any, final_role: str) -> list[str]:
+    """Reason codes for a chat: roles from ROLES, no empty turn, user first, `final_role` last."""
+    if not isinstance(messages, list) or not messages:
+        return ["bad_messages:not a non-empty list"]
+    for turn in messages:
+        if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
+            return ["bad_messages:turn without role/content"]
+        if turn["role"] not in ROLES:
+            return [f"bad_role:{turn['role']}"]
+        if not isinstance(turn["content"], str) or not turn["content"].strip():
+            return ["empty_turn"]
+    roles = [t["role"] for t in messages]
+    body = roles[1:] if roles[0] == "system" else roles
+    if not body or body[0] != "user" or "system" in body:
+        return ["bad_turn_order:must be [system] then user first"]
+    if any(a == b for a, b in zip(body, body[1:])):
+        return ["bad_turn_order:user and assistant must alternate"]
+    if body[-1] != final_role:
+        return [f"bad_turn_order:last turn must be {final_role}"]
+    return []
+
+
+def _json_object_problem(value: Any, field: str) -> str | None:
+    try:
+        obj = json.loads(value)
+    except (TypeError, json.JSONDecodeError):
+        return f"bad_json_field:{field}"
+    return None if isinstance(obj, dict) else f"bad_json_field:{field} is not an object"
+
+
+def _reference_problems(verifier: Any, reference: Any) -> list[str]:
+    if verifier not in VERIFIERS:
+        return [f"bad_verifier:{verifier}"]
+    problem = _json_object_problem(reference, "reference")
+    if problem:
+        return [problem]
+    missing = [k for k in REFERENCE_KEYS[verifier] if k not in json.loads(reference)]
+    return [f"bad_reference:{verifier} reference lacks {', '.join(missing)}"] if missing else []
+
+
+def _common_problems(schema: str, row: Mapping[str, Any]) -> list[str]:
+    missing = [k for k in FEATURES[schema] if k not in row or (row[k] is None and k not in OPTIONAL_DEFAULTS[schema])]
+    if missing:
+        return [f"missing_field:{missing[0]}"]
+    for key in _COMMON:
+        if not isinstance(row[key], str) or not row[key]:
+            return [f"bad_field:{key} must be a non-empty string"]
+    if row["task"] not in TASKS:
+        return [f"bad_task:{row['task']}"]
+    if not isinstance(row["parents"], list) or not all(isinstance(p, str) for p in row["parents"]):
+        return ["bad_field:parents must be a list of strings"]
+    return []
+
+
+def _sft_problems(row: Mapping[str, Any]) -> list[str]:
+    problems = message_problems(row["messages"], final_role="assistant")
+    problem = _json_object_problem(row["quality"], "quality")
+    if problem:
+        problems.append(problem)
+    elif not all(isinstance(v, (int, float)) for v in json.loads(row["quality"]).values()):
+        problems.append("bad_json_field:quality scores must be numbers")
+    if row["reference"] is not None:
+        problems += _reference_problems(row["verifier"], row["reference"])
+    elif row["verifier"] is not None and row["verifier"] not in VERIFIERS:
+        problems.append(f"bad_verifier:{row['verifier']}")
+    return problems
+
+
+def _preference_problems(row: Mapping[str, Any]) -> list[str]:
+    problems = message_problems(row["prompt"], final_role="user")
+    cands = row["candidates"]
+    if not isinstance(cands, list) or not cands:
+        return problems + ["bad_candidates:need at least one candidate"]
+    for cand in cands:
+        if not isinstance(cand, Mapping) or not isinstance(cand.get("content"), str):
+            return problems + ["bad_candidates:candidate without content"]
+        if not cand["content"].strip():
+            return problems + ["empty_turn"]
+    for key in ("chosen", "rejected"):
+        idx = row[key]
+        if idx is not None and not (isinstance(idx, int) and 0 <= idx < len(cands)):
+            problems.append(f"bad_index:{key}={idx} for {len(cands)} candidates")
+    if (row["chosen"] is None) != (row["rejected"] is None):
+        problems.append("bad_index:chosen and rejected are set together")
+    if row["chosen"] is None and any(c.get("label") is None for c in cands):
+        problems.append("bad_candidates:a group without chosen/rejected needs a label per candidate")
+    return problems
+
+
+def _rl_problems(row: Mapping[str, Any]) -> list[str]:
+    problems = message_problems(row["messages"], final_role="user")
+    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        problems.append("empty_turn")
+    problems += _reference_problems(row["verifier"], row["reference"])
+    rate = row["pass_rate"]
+    if rate is not None and not (isinstance(rate, (int, float)) and 0.0 <= rate <= 1.0):
+        problems.append(f"bad_field:pass_rate={rate!r} outside [0, 1]")
+    return problems
+
+
+_ROW_CHECKS = {"sft": _sft_problems, "preference": _preference_problems, "rl": _rl_problems}
+
+
+def row_problems(schema: str, row: Mapping[str, Any]) -> list[str]:
+    """All reason codes for one (normalised) row; empty when the row is valid."""
+    check_schema(schema)
+    if not isinstance(row, Mapping):
+        return ["not_an_object"]
+    problems = _common_problems(schema, row)
+    return problems or _ROW_CHECKS[schema](row)
+
+
+def validate_rows(schema: str, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Raise SchemaError at the first invalid row or repeated id; return the row count."""
+    seen: set[str] = set()
+    count = 0
+    for index, row in enumerate(rows):
+        problems = row_problems(schema, row)
+        if problems:
+            raise SchemaError(f"{schema} row {index} (id={row.get('id')!r}): {problems[0]}")
+        if row["id"] in seen:
+            raise SchemaError(f"{schema} row {index}: duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        count += 1
+    return count
+
+
+def to_dataset(schema: str, rows: Iterable[Mapping[str, Any]]) -> Dataset:
+    """Normalise, validate and type rows as a `datasets.Dataset` of the schema's features."""
+    normalized = [normalize_row(schema, r) for r in rows]
+    validate_rows(schema, normalized)
+    features = FEATURES[schema]
+    columns = {key: [r[key] for r in normalized] for key in features}
+    return Dataset.from_dict(columns, features=features)

@@ -1,0 +1,139 @@
+"""Pipeline files: an ordered list of notebook steps with layered params and step references.
+
+Format (`params/pipelines/<name>.yaml`):
+
+    pipeline: smoke                 # results go to results/<pipeline>/<run_id>/
+    description: one line
+    defaults: {model: tiny-random}  # applied to every step whose stage declares the key
+    steps:
+      - notebook: 20_sft            # notebooks/20_sft.ipynb; stage config from params/stages/20_sft.yaml
+        name: 20_sft                # optional, defaults to the notebook name; unique per pipeline
+        params: {data: "@10_data_sft_mix/sft"}
+
+A string value `@<step>[/sub/path]` refers to an earlier step's run folder. In the injected
+parameters it becomes that folder's path; in the run-id hash it becomes `@<upstream run id>/sub`,
+so changing an upstream step changes (and reruns) every step downstream of it, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    PARAMS_DIR,
+    REPO_ROOT,
+    RUNTIME_KEYS,
+    ConfigError,
+    field_types,
+    load_yaml,
+    make_run_id,
+    merge_layers,
+    stage_defaults,
+)
+from .stages import stage_config_class
+
+PIPELINE_KEYS = {"pipeline", "description", "defaults", "steps"}
+STEP_KEYS = {"notebook", "name", "params"}
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+@dataclass
+class Step:
+    name: str
+    notebook: str
+    params: dict[str, Any]  # resolved values injected into the notebook (references -> paths)
+    science: dict[str, Any]  # hashed part (references -> upstream run ids)
+    run_id: str
+    run_dir: Path
+    upstream: list[str] = field(default_factory=list)
+
+    @property
+    def notebook_path(self) -> Path:
+        return NOTEBOOKS_DIR / f"{self.notebook}.ipynb"
+
+    def injected(self) -> dict[str, Any]:
+        return self.params | {"run_dir": str(self.run_dir), "run_id": self.run_id}
+
+
+@dataclass
+class Pipeline:
+    name: str
+    description: str
+    source: Path
+    steps: list[Step]
+
+    def step(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise ConfigError(f"{self.source}: no step named '{name}' (steps: {', '.join(s.name for s in self.steps)})")
+
+
+def _resolve_refs(value: Any, done: dict[str, Step], where: str) -> tuple[Any, Any, list[str]]:
+    """Return (value for the notebook, value for the hash, upstream step names)."""
+    if isinstance(value, list):
+        triples = [_resolve_refs(v, done, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [t[0] for t in triples], [t[1] for t in triples], [u for t in triples for u in t[2]]
+    if isinstance(value, str) and value.startswith("@"):
+        ref, _, sub = value[1:].partition("/")
+        if ref not in done:
+            raise ConfigError(f"{where}: '{value}' refers to '{ref}', which is not an earlier step")
+        up = done[ref]
+        path = up.run_dir / sub if sub else up.run_dir
+        return str(path), f"@{up.run_id}" + (f"/{sub}" if sub else ""), [ref]
+    return value, value, []
+
+
+def load_pipeline(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Pipeline:
+    path = Path(path)
+    doc = load_yaml(path)
+    unknown = sorted(set(doc) - PIPELINE_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(PIPELINE_KEYS))})")
+    name = doc.get("pipeline") or path.stem
+    defaults = doc.get("defaults") or {}
+    raw_steps = doc.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ConfigError(f"{path}: 'steps' must be a non-empty list")
+    from .runs import RESULTS_ROOT
+
+    root = Path(results_root) if results_root else RESULTS_ROOT
+    steps: dict[str, Step] = {}
+    used_defaults: set[str] = set()
+    for i, raw in enumerate(raw_steps):
+        where = f"{path}: steps[{i}]"
+        if not isinstance(raw, dict) or "notebook" not in raw:
+            raise ConfigError(f"{where}: each step needs a 'notebook' key")
+        bad = sorted(set(raw) - STEP_KEYS)
+        if bad:
+            raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(STEP_KEYS))})")
+        notebook = str(raw["notebook"])
+        step_name = str(raw.get("name", notebook))
+        if step_name in steps:
+            raise ConfigError(f"{where}: duplicate step name '{step_name}' (give each a unique 'name')")
+        if not (NOTEBOOKS_DIR / f"{notebook}.ipynb").is_file():
+            raise ConfigError(f"{where}: notebook 'notebooks/{notebook}.ipynb' not found")
+        cls = stage_config_class(notebook)
+        known = field_types(cls)
+        layers = stage_defaults(notebook, params_dir)
+        layers.append(({k: v for k, v in defaults.items() if k in known}, f"{path}: defaults"))
+        used_defaults |= set(defaults) & set(known)
+        layers.append((raw.get("params") or {}, f"{where} ({step_name}).params"))
+        merged = merge_layers(cls, notebook, layers)
+        missing = [k for k in known if k not in merged and k not in {"run_dir", "run_id"}]
+        if missing:
+            raise ConfigError(f"{where}: stage {notebook} has no value for key(s) {', '.join(missing)}")
+        params, science, upstream = {}, {}, []
+        for key, value in merged.items():
+            params[key], hashed, ups = _resolve_refs(value, steps, f"{where}: key '{key}'")
+            upstream += ups
+            if key not in RUNTIME_KEYS:
+                science[key] = hashed
+        run_id = make_run_id(notebook, science)
+        steps[step_name] = Step(step_name, notebook, params, science, run_id, root / name / run_id, upstream)
+    unused = sorted(set(defaults) - used_defaults)
+    if unused:
+        raise ConfigError(f"{path}: defaults key '{unused[0]}' is not a parameter of any step")
+    return Pipeline(name, doc.get("description", ""), path, list(steps.values()))

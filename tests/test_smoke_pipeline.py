@@ -1,0 +1,34 @@
+"""The smoke pipeline end to end through the real runner: every notebook, twice, same metrics."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nebula_utils.pipeline import load_pipeline
+from nebula_utils.runner import run_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
+
+
+def science_metrics(run_dir: Path) -> dict:
+    doc = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in doc["metrics"].items() if not k.startswith("timing/")}
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_runs_twice_with_identical_metrics(tmp_path, monkeypatch, tiny_model_path):
+    first = load_pipeline(SMOKE, tmp_path / "a")
+    status = run_pipeline(first, echo=print)
+    assert set(status.values()) == {"ran"}
+    for step in first.steps:
+        for name in ("notebook.ipynb", "config.yaml", "run.json", "metrics.json"):
+            assert (step.run_dir / name).is_file(), f"{step.name}: {name} missing"
+
+    # Same params, fresh results root: every non-timing metric must be identical (seeded everywhere).
+    second = load_pipeline(SMOKE, tmp_path / "b")
+    assert [s.run_id for s in second.steps] == [s.run_id for s in first.steps]
+    run_pipeline(second, echo=print)
+    for a, b in zip(first.steps, second.steps):
+        assert science_metrics(a.run_dir) == science_metrics(b.run_dir), a.name
