@@ -70,7 +70,7 @@ class SFTStageConfig(StageConfig):
             weight_decay=self.weight_decay,
             assistant_only_loss=self.assistant_only_loss,
             packing=self.packing,
-            gradient_checkpointing=self.gradient_checkpointing,
+            activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name
             logging_steps=self.logging_steps,
             # TRL defaults to bf16=True; CPUs here have no fast bf16 path, so only use it on CUDA.
             bf16=cuda,
