@@ -12,6 +12,7 @@ from .config import ConfigError
 STAGES: dict[str, str] = {
     "00_environment": "nebula_utils.environment:EnvironmentConfig",
     "10_data_sft_mix": "nebula_utils.data_mix:SFTMixConfig",
+    "16_curriculum": "nebula_utils.curriculum:CurriculumConfig",
     "20_sft": "nebula_utils.sft:SFTStageConfig",
 }
 

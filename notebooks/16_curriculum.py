@@ -1,0 +1,105 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 16 · Curriculum: the SFT mixes and the RL pool
+#
+# The Instruct branch of NebulaExp-8B runs **three SFT stages** in a row: a broad *base* mix, a
+# *complex* mix (multi-constraint instructions, code, math) and a small *patch* mix aimed at
+# weak spots. The Reasoning branch runs GRPO on **medium-difficulty** prompts. This stage cuts
+# those sets out of the curated data versions written by the curation notebooks (1x):
+#
+# - every mix is a data version of its own (`<run_dir>/<mix>`), a child of the curated version,
+#   with two more processing steps — `select:<mix>` (which rows it may take, the others counted
+#   by reason) and `mix:<mix>` (equal per-task quotas, shuffled with the run seed);
+# - from the second mix on, the mix step carries a **change log** against the previous mix: the
+#   count per task before and after, with the reason;
+# - mixes are disjoint when `exclusive` is on, so no sample is trained on twice.
+
+# %% tags=["parameters"]
+seed: int = 0
+device: str = "auto"
+num_threads: int = 2
+run_dir: str = ""
+run_id: str = ""
+data: str = ""
+rl_data: str = ""
+mixes: list[str] = ["base", "complex", "patch"]
+mix_tasks: dict[str, list[str]] = {"base": [], "complex": ["complex_if", "code", "math_reasoning"], "patch": ["safety", "general_chat", "complex_if"]}
+mix_difficulties: dict[str, list[str]] = {"base": [], "complex": [], "patch": []}
+mix_shares: dict[str, float] = {"base": 0.6, "complex": 0.3, "patch": 0.1}
+exclusive: bool = True
+rl_difficulties: list[str] = ["medium"]
+rl_size: int = 0
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from nebula_utils import curriculum as C
+from nebula_utils.data.versions import read_manifests, record_consumption
+from nebula_utils.runs import start_run
+
+run = start_run("16_curriculum", globals())
+cfg = run.config
+print(run.run_id, run.run_dir)
+
+# %% [markdown]
+# ## The SFT mixes
+# Rows per task in each mix; the base mix spreads over every task, the later ones narrow down.
+
+# %%
+mixes = C.build_curriculum(cfg, run.run_dir)
+record_consumption(cfg.data, run.run_id, "16_curriculum")
+counts = C.task_counts(mixes)
+counts
+
+# %%
+ax = counts.T.plot.bar(stacked=True, figsize=(8, 4), title="SFT curriculum: rows per task and mix")
+ax.set(xlabel="mix (training order)", ylabel="rows")
+ax.figure.tight_layout()
+ax.figure.savefig(run.path("curriculum_tasks.png"), dpi=100)
+
+# %% [markdown]
+# ## What each mix took, and why the rest was left out
+# The `select` step of every mix balances: rows in = rows kept + rows left out by reason.
+
+# %%
+pd.DataFrame([{"mix": name, **read_manifests(info.path)["processing"]["steps"][-2]["drop_reasons"],
+               "selected": read_manifests(info.path)["processing"]["steps"][-2]["count_out"], "rows": info.num_rows}
+              for name, info in mixes.items()]).fillna(0)
+
+# %% [markdown]
+# ## Mixing change log
+# Each mix against the one trained before it.
+
+# %%
+C.changelog_table(mixes)
+
+# %% [markdown]
+# ## The RL pool
+# Prompts whose difficulty label (pass rate of the reference policy, from 13_difficulty) is in
+# `rl_difficulties`; prompts every sample solves or none does carry no GRPO signal.
+
+# %%
+rl_info = C.build_rl_pool(cfg, run.path("rl_pool")) if cfg.rl_data else None
+if rl_info is not None:
+    record_consumption(cfg.rl_data, run.run_id, "16_curriculum")
+    display(read_manifests(rl_info.path)["processing"]["steps"][-2])
+    display(C.task_counts({"rl_pool": rl_info}))
+
+# %%
+metrics = {f"rows/{name}": {"value": info.num_rows, "n": info.num_rows} for name, info in mixes.items()}
+if rl_info is not None:
+    metrics["rows/rl_pool"] = {"value": rl_info.num_rows, "n": rl_info.num_rows}
+run.log_metrics(metrics)
+run.write_manifest("data_versions", {name: info.to_dict() for name, info in mixes.items()}
+                   | ({"rl_pool": rl_info.to_dict()} if rl_info is not None else {}))
+run.finish()
