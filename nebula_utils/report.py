@@ -78,6 +78,7 @@ class RunResult:
     config: dict[str, Any]
     benchmarks: dict[str, dict[str, Any]]  # name -> {score, n, ci95, capability}
     samples: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> {item id: score}
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.json "metrics"
 
     @property
     def config_hash(self) -> str:
@@ -148,7 +149,8 @@ def load_run(path: str | Path, label: str = "") -> RunResult:
         if file.is_file():
             samples[name] = read_samples(file)
     run_id = info.get("run_id") or run_dir.name
-    return RunResult(run_dir, label or run_id, run_id, info.get("stage", ""), config, benchmarks, samples)
+    metrics = read_json(run_dir / "metrics.json").get("metrics", {}) if (run_dir / "metrics.json").is_file() else {}
+    return RunResult(run_dir, label or run_id, run_id, info.get("stage", ""), config, benchmarks, samples, metrics)
 
 
 def find_eval_runs(root: str | Path) -> list[Path]:
@@ -306,6 +308,9 @@ def summary_table(runs: Sequence[RunResult], long, lineages: Sequence[dict] | No
     order = list(dict.fromkeys(long["column"]))
     table = cells.pivot(index="run", columns="column", values="cell").reindex(columns=order)
     table = table.reindex([r.label for r in runs])
+    # Training metrics (final loss...) of rows that have them, e.g. an ablation over 20_sft runs.
+    for name in sorted({m for r in runs for m in r.metrics if m.startswith("train/")}):
+        table[name] = [r.metrics.get(name, {}).get("value") for r in runs]
     table["model"] = [str(r.config.get("model", "")) for r in runs]
     table["config hash"] = [r.config_hash for r in runs]
     table["data version"] = [data_version_label(lin) for lin in (lineages or [lineage(r.path) for r in runs])]
@@ -493,6 +498,7 @@ def plot_training_curves(runs: Sequence[RunResult], trees: Sequence[Mapping[str,
             log = [h for h in read_json(train_dir / "train_log.json") if "loss" in h and "step" in h]
             ax.plot([h["step"] for h in log], [h["loss"] for h in log], marker=".", label=train_dir.name)
         ax.set(title=run.label if run else "no training runs in any lineage", xlabel="step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         if ax.lines:
             ax.legend(fontsize=7)
     axes[0][0].set_ylabel("train loss")
@@ -506,6 +512,11 @@ def plot_benchmark_bars(long, kinds: Sequence[str] = ("benchmark", "average")):
 
     data = long[long["kind"].isin(kinds)].dropna(subset=["score"])
     cols, runs = list(dict.fromkeys(data["column"])), list(dict.fromkeys(data["run"]))
+    if not cols:
+        fig, ax = plt.subplots(figsize=(4.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no benchmark scores (these runs are not eval runs)", ha="center", va="center")
+        return fig
     fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cols) * max(1, len(runs)) ** 0.5 + 2), 3.2))
     width = 0.8 / max(1, len(runs))
     for j, name in enumerate(runs):
@@ -529,10 +540,12 @@ def plot_tradeoff(long, axes: Sequence[str] = ()):
         if unknown or len(axes) != 2:
             raise ConfigError(f"tradeoff_axes: need two of {', '.join(c[4:] for c in caps)}; got {list(axes)}")
         caps = [f"cap/{a}" for a in axes]
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
     if len(caps) < 2:
-        ax.text(0.5, 0.5, "fewer than two capabilities", ha="center", va="center", transform=ax.transAxes)
+        fig, ax = plt.subplots(figsize=(4.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no trade-off to draw: {len(caps)} capability scores", ha="center", va="center")
         return fig
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
     x, y = (long[long["column"] == c].set_index("run") for c in caps[:2])
     for name in x.index:
         ax.errorbar(x.at[name, "score"], y.at[name, "score"], fmt="o", capsize=3, label=name,

@@ -200,3 +200,20 @@ def test_report_notebook_runs_through_the_runner_and_renders_html(chain, tmp_pat
     (results / "reports" / "fx.html").unlink()  # a skipped report step re-renders a missing file
     assert run_pipeline(load_pipeline(pipe, results), echo=log.append) == {"90_report": "skipped"}
     assert (results / "reports" / "fx.html").is_file()
+
+
+def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curves(chain):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    runs = rp.load_runs([chain["sft"], chain["sft"].parent / "20_sft-bbbb0000"], ["a", "b"])
+    long = rp.comparison(runs, "a")
+    assert long.empty
+    trees = [rp.lineage(r.path) for r in runs]
+    table = rp.summary_table(runs, long, trees)
+    assert table["train/loss_last"].tolist() == [1.0, 1.0] and "gsm8k" not in table
+    assert table["data version"].iloc[0].endswith(f"@{rp.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
+    fig = rp.plot_training_curves(runs, trees)
+    assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+    for plot in (rp.plot_benchmark_bars(long), rp.plot_tradeoff(long)):
+        assert "no " in plot.axes[0].texts[0].get_text()
