@@ -393,8 +393,10 @@ def _walk(run_dir: Path, index: _VersionIndex, seen: set, depth: int, key: str =
     seen.add(str(run_dir))
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
     node["config_hash"] = info.get("config_hash", node["run_id"].rsplit("-", 1)[-1])
-    if isinstance(config.get("model"), str) and not Path(config["model"]).exists():
-        node["inputs"].append({"kind": "model", "key": "model", "spec": config["model"], "inputs": []})
+    model = config.get("model")
+    if isinstance(model, str) and not Path(model).exists():  # a model spec, or a path gone since
+        kind = "missing" if Path(model).is_absolute() else "model"
+        node["inputs"].append({"kind": kind, "key": "model", "spec": model, "path": model, "inputs": []})
     for name, value in _path_values(config):
         target = Path(value).resolve()
         if (target / "version.json").is_file():
@@ -406,6 +408,12 @@ def _walk(run_dir: Path, index: _VersionIndex, seen: set, depth: int, key: str =
         elif producer != run_dir.resolve():
             node["inputs"].append({"kind": "checkpoint" if name == "model" else "output", "key": name,
                                    "path": str(target), "inputs": [_walk(producer, index, seen, depth + 1, "produced_by")]})
+    parent = info.get("parent_run")  # optional in run.json: a run id (sibling folder) or a path
+    if isinstance(parent, str) and parent:
+        candidate = Path(parent) if Path(parent).is_absolute() else run_dir.parent / parent
+        producer = owning_run(candidate.resolve()) if candidate.exists() else None
+        if producer is not None and str(producer) not in seen:
+            node["inputs"].append(_walk(producer, index, seen, depth + 1, key="parent_run"))
     return node
 
 
@@ -439,6 +447,8 @@ def _describe(node: Mapping[str, Any]) -> tuple[str, str]:
         return node["run_id"], f"stage {node['stage']}, {node.get('status')}" + (" (see above)" if node.get("repeated") else "")
     if kind == "model":
         return node["spec"], "base model spec"
+    if kind == "missing":
+        return Path(node["path"]).name, f"{node['path']} no longer exists (results moved or deleted?)"
     if kind in ("checkpoint", "output", "file"):
         return Path(node["path"]).name, node["path"]
     if not node.get("path"):

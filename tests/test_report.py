@@ -217,3 +217,14 @@ def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curv
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
     for plot in (rp.plot_benchmark_bars(long), rp.plot_tradeoff(long)):
         assert "no " in plot.axes[0].texts[0].get_text()
+
+
+def test_lineage_follows_parent_run_and_flags_a_vanished_checkpoint(chain, tmp_path):
+    linked = write_eval(chain["root"] / "60_eval-g0000000", "tiny-random", {"gsm8k": np.ones(2)})
+    info = json.loads((linked / "run.json").read_text())
+    (linked / "run.json").write_text(json.dumps(info | {"parent_run": "20_sft-bbbb0000"}))
+    kinds = [(n["kind"], n.get("key"), n.get("run_id")) for _, n in rp.iter_nodes(rp.lineage(linked))]
+    assert ("run", "parent_run", "20_sft-bbbb0000") in kinds and ("data_version", "data", None) in kinds
+    gone = write_eval(tmp_path / "fx" / "60_eval-h0000000", str(tmp_path / "moved" / "model"), {"gsm8k": np.ones(2)})
+    table = rp.lineage_table(rp.lineage(gone))
+    assert table["kind"].tolist() == ["run", "missing"] and "no longer exists" in table["detail"].iloc[1]
