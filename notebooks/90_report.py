@@ -48,6 +48,7 @@ tradeoff_axes: list = []
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
+from nebula_utils import lineage as lin
 from nebula_utils import report as rp
 from nebula_utils.io import atomic_write_json, atomic_write_text
 from nebula_utils.runs import RESULTS_ROOT, start_run
@@ -56,7 +57,7 @@ run = start_run("90_report", globals())
 cfg = run.config
 paths = cfg.runs or [str(p) for p in rp.find_eval_runs(RESULTS_ROOT)]
 results = rp.load_runs(paths, cfg.labels)
-lineages = [rp.lineage(r.path) for r in results]
+lineages = [lin.lineage(r.path) for r in results]
 long = rp.comparison(results, cfg.baseline, cfg.bootstrap_resamples, cfg.seed)
 print(f"{len(results)} runs; baseline: {results[rp.baseline_index(results, cfg.baseline)].label}")
 
@@ -83,7 +84,7 @@ long[long["mark"] != "baseline"].round(4).reset_index(drop=True)
 # %%
 for result, tree in zip(results, lineages):
     display(Markdown(f"**{result.label}** — `{result.path}`"))
-    display(rp.lineage_table(tree))
+    display(lin.lineage_table(tree))
 
 # %% [markdown]
 # ## Training curves
@@ -113,7 +114,7 @@ plt.show()
 # version's funnel starts with its parents' steps).
 
 # %%
-funnel = rp.funnel_table(rp.data_versions(lineages, leaves_only=True))
+funnel = rp.funnel_table(lin.data_versions(lineages, leaves_only=True))
 rp.plot_funnel(funnel)
 plt.show()
 funnel

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
+from nebula_utils import lineage as lin
 from nebula_utils import report as rp
 from nebula_utils.config import ConfigError
 from nebula_utils.data.manifests import processing_step, source_entry
 from nebula_utils.data.schema import to_dataset
 from nebula_utils.data.versions import derive_version, save_version
+from nebula_utils.stats import bootstrap_mean
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = {"gsm8k": "math", "mmlu": "knowledge", "ifeval": "instruction_following"}
@@ -40,7 +42,7 @@ def write_eval(run_dir: Path, model: str, scores: dict[str, np.ndarray]) -> Path
                 for i, v in enumerate(s)]
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         (run_dir / "samples" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        est = rp.bootstrap_mean(s)
+        est = bootstrap_mean(s)
         benches[name] = {"score": est.value, "n": len(s), "ci95": [est.low, est.high], "capability": BENCHMARKS[name],
                          "metric": "acc", "path": f"samples/{name}.jsonl"}
         metrics[f"eval/{name}"] = est.as_metric()
@@ -144,23 +146,23 @@ def test_bad_inputs_name_the_file_and_line(chain, tmp_path):
 
 
 def test_lineage_walks_eval_to_checkpoint_training_run_and_data_versions(chain):
-    tree = rp.lineage(chain["sft_eval"])
-    nodes = [(d, n["kind"], n.get("key")) for d, n in rp.iter_nodes(tree)]
+    tree = lin.lineage(chain["sft_eval"])
+    nodes = [(d, n["kind"], n.get("key")) for d, n in lin.iter_nodes(tree)]
     assert nodes[:4] == [(0, "run", ""), (1, "checkpoint", "model"), (2, "run", "produced_by"), (3, "model", "model")]
-    versions = [n for _, n in rp.iter_nodes(tree) if n["kind"] == "data_version"]
+    versions = [n for _, n in lin.iter_nodes(tree) if n["kind"] == "data_version"]
     assert [Path(v["path"]).name for v in versions] == ["sft_dedup", "sft"]  # the version, then its parent
     assert versions[0]["manifests"]["processing"]["steps"][-1]["name"] == "dedup"
-    producers = [n["run_id"] for _, n in rp.iter_nodes(tree) if n.get("key") == "produced_by"]
+    producers = [n["run_id"] for _, n in lin.iter_nodes(tree) if n.get("key") == "produced_by"]
     assert producers == ["20_sft-bbbb0000", "10_data_sft_mix-aaaa0000", "10_data_sft_mix-aaaa0000"]
-    assert rp.training_runs(tree) == [chain["sft"].resolve()]
-    assert rp.data_version_label(tree).startswith("10_data_sft_mix-aaaa0000/sft_dedup@")
-    assert rp.data_version_label(rp.lineage(chain["base"])) == "—"
-    table = rp.lineage_table(tree)
+    assert lin.training_runs(tree) == [chain["sft"].resolve()]
+    assert lin.data_version_label(tree).startswith("10_data_sft_mix-aaaa0000/sft_dedup@")
+    assert lin.data_version_label(lin.lineage(chain["base"])) == "—"
+    table = lin.lineage_table(tree)
     assert "8 rows" in table["detail"].iloc[4] and "sources: unit-gen" in table["detail"].iloc[4]
-    funnel = rp.funnel_table(rp.data_versions([tree]))
+    funnel = rp.funnel_table(lin.data_versions([tree]))
     assert funnel[["step", "in", "out"]].values.tolist() == [["generate", 12, 10], ["dedup", 10, 8],
                                                              ["generate", 12, 10]]
-    leaves = rp.funnel_table(rp.data_versions([tree], leaves_only=True))
+    leaves = rp.funnel_table(lin.data_versions([tree], leaves_only=True))
     assert leaves[["step", "out"]].values.tolist() == [["generate", 10], ["dedup", 8]]
 
 
@@ -209,10 +211,10 @@ def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curv
     runs = rp.load_runs([chain["sft"], chain["sft"].parent / "20_sft-bbbb0000"], ["a", "b"])
     long = rp.comparison(runs, "a")
     assert long.empty
-    trees = [rp.lineage(r.path) for r in runs]
+    trees = [lin.lineage(r.path) for r in runs]
     table = rp.summary_table(runs, long, trees)
     assert table["train/loss_last"].tolist() == [1.0, 1.0] and "gsm8k" not in table
-    assert table["data version"].iloc[0].endswith(f"@{rp.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
+    assert table["data version"].iloc[0].endswith(f"@{lin.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
     fig = rp.plot_training_curves(runs, trees)
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
     for plot in (rp.plot_benchmark_bars(long), rp.plot_tradeoff(long)):
@@ -223,8 +225,8 @@ def test_lineage_follows_parent_run_and_flags_a_vanished_checkpoint(chain, tmp_p
     linked = write_eval(chain["root"] / "60_eval-g0000000", "tiny-random", {"gsm8k": np.ones(2)})
     info = json.loads((linked / "run.json").read_text())
     (linked / "run.json").write_text(json.dumps(info | {"parent_run": "20_sft-bbbb0000"}))
-    kinds = [(n["kind"], n.get("key"), n.get("run_id")) for _, n in rp.iter_nodes(rp.lineage(linked))]
+    kinds = [(n["kind"], n.get("key"), n.get("run_id")) for _, n in lin.iter_nodes(lin.lineage(linked))]
     assert ("run", "parent_run", "20_sft-bbbb0000") in kinds and ("data_version", "data", None) in kinds
     gone = write_eval(tmp_path / "fx" / "60_eval-h0000000", str(tmp_path / "moved" / "model"), {"gsm8k": np.ones(2)})
-    table = rp.lineage_table(rp.lineage(gone))
+    table = lin.lineage_table(lin.lineage(gone))
     assert table["kind"].tolist() == ["run", "missing"] and "no longer exists" in table["detail"].iloc[1]
