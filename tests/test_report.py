@@ -177,6 +177,10 @@ def test_html_has_the_table_and_no_code(chain, tmp_path):
     nbformat.write(new_notebook(cells=[cell]), tmp_path / "nb.ipynb")
     html = rp.render_html(tmp_path / "nb.ipynb", tmp_path / "out" / "r.html").read_text()
     assert "SECRET_CODE" not in html and "config hash" in html and "▲ up" in html
+    from nebula_utils.cli import main  # `nebula render`, for a notebook executed without the runner
+
+    assert main(["render", str(tmp_path / "nb.ipynb")]) == 0
+    assert "SECRET_CODE" not in (tmp_path / "nb.html").read_text()
 
 
 @pytest.mark.slow
