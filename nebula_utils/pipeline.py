@@ -86,54 +86,66 @@ def _resolve_refs(value: Any, done: dict[str, Step], where: str) -> tuple[Any, A
     return value, value, []
 
 
-def load_pipeline(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Pipeline:
+def build_step(raw: Any, where: str, defaults: dict[str, Any], done: dict[str, Step], root: Path,
+               params_dir: Path = PARAMS_DIR, defaults_source: str = "defaults") -> Step:
+    """One step from its raw dict: layers base -> stage -> `defaults` -> step params, references
+    resolved against the `done` steps; the run folder is `root/<run id>`."""
+    if not isinstance(raw, dict) or "notebook" not in raw:
+        raise ConfigError(f"{where}: each step needs a 'notebook' key")
+    bad = sorted(set(raw) - STEP_KEYS)
+    if bad:
+        raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(STEP_KEYS))})")
+    notebook = str(raw["notebook"])
+    step_name = str(raw.get("name", notebook))
+    if not (NOTEBOOKS_DIR / f"{notebook}.ipynb").is_file():
+        raise ConfigError(f"{where}: notebook 'notebooks/{notebook}.ipynb' not found")
+    cls = stage_config_class(notebook)
+    known = field_types(cls)
+    layers = stage_defaults(notebook, params_dir)
+    layers.append(({k: v for k, v in defaults.items() if k in known}, defaults_source))
+    layers.append((raw.get("params") or {}, f"{where} ({step_name}).params"))
+    merged = merge_layers(cls, notebook, layers)
+    missing = [k for k in known if k not in merged and k not in {"run_dir", "run_id"}]
+    if missing:
+        raise ConfigError(f"{where}: stage {notebook} has no value for key(s) {', '.join(missing)}")
+    params, science, upstream = {}, {}, []
+    for key, value in merged.items():
+        params[key], hashed, ups = _resolve_refs(value, done, f"{where}: key '{key}'")
+        upstream += ups
+        if key not in RUNTIME_KEYS:
+            science[key] = hashed
+    run_id = make_run_id(notebook, science)
+    return Step(step_name, notebook, params, science, run_id, root / run_id, upstream)
+
+
+def pipeline_from_doc(doc: dict[str, Any], path: str | Path, results_root: str | Path | None = None,
+                      params_dir: Path = PARAMS_DIR, name: str | None = None) -> Pipeline:
+    """A pipeline from an already-loaded document (`path` names it in errors); `name` overrides
+    its results folder name (ablation variants share one folder so equal run ids are reused)."""
     path = Path(path)
-    doc = load_yaml(path)
     unknown = sorted(set(doc) - PIPELINE_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(PIPELINE_KEYS))})")
-    name = doc.get("pipeline") or path.stem
+    name = name or doc.get("pipeline") or path.stem
     defaults = doc.get("defaults") or {}
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ConfigError(f"{path}: 'steps' must be a non-empty list")
     from .runs import RESULTS_ROOT
 
-    root = Path(results_root) if results_root else RESULTS_ROOT
+    root = (Path(results_root) if results_root else RESULTS_ROOT) / name
     steps: dict[str, Step] = {}
-    used_defaults: set[str] = set()
     for i, raw in enumerate(raw_steps):
-        where = f"{path}: steps[{i}]"
-        if not isinstance(raw, dict) or "notebook" not in raw:
-            raise ConfigError(f"{where}: each step needs a 'notebook' key")
-        bad = sorted(set(raw) - STEP_KEYS)
-        if bad:
-            raise ConfigError(f"{where}: unknown key '{bad[0]}' (allowed: {', '.join(sorted(STEP_KEYS))})")
-        notebook = str(raw["notebook"])
-        step_name = str(raw.get("name", notebook))
-        if step_name in steps:
-            raise ConfigError(f"{where}: duplicate step name '{step_name}' (give each a unique 'name')")
-        if not (NOTEBOOKS_DIR / f"{notebook}.ipynb").is_file():
-            raise ConfigError(f"{where}: notebook 'notebooks/{notebook}.ipynb' not found")
-        cls = stage_config_class(notebook)
-        known = field_types(cls)
-        layers = stage_defaults(notebook, params_dir)
-        layers.append(({k: v for k, v in defaults.items() if k in known}, f"{path}: defaults"))
-        used_defaults |= set(defaults) & set(known)
-        layers.append((raw.get("params") or {}, f"{where} ({step_name}).params"))
-        merged = merge_layers(cls, notebook, layers)
-        missing = [k for k in known if k not in merged and k not in {"run_dir", "run_id"}]
-        if missing:
-            raise ConfigError(f"{where}: stage {notebook} has no value for key(s) {', '.join(missing)}")
-        params, science, upstream = {}, {}, []
-        for key, value in merged.items():
-            params[key], hashed, ups = _resolve_refs(value, steps, f"{where}: key '{key}'")
-            upstream += ups
-            if key not in RUNTIME_KEYS:
-                science[key] = hashed
-        run_id = make_run_id(notebook, science)
-        steps[step_name] = Step(step_name, notebook, params, science, run_id, root / name / run_id, upstream)
-    unused = sorted(set(defaults) - used_defaults)
+        step = build_step(raw, f"{path}: steps[{i}]", defaults, steps, root, params_dir, f"{path}: defaults")
+        if step.name in steps:
+            raise ConfigError(f"{path}: steps[{i}]: duplicate step name '{step.name}' (give each a unique 'name')")
+        steps[step.name] = step
+    declared = {k for s in steps.values() for k in field_types(stage_config_class(s.notebook))}
+    unused = sorted(set(defaults) - declared)
     if unused:
         raise ConfigError(f"{path}: defaults key '{unused[0]}' is not a parameter of any step")
     return Pipeline(name, doc.get("description", ""), path, list(steps.values()))
+
+
+def load_pipeline(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Pipeline:
+    return pipeline_from_doc(load_yaml(path), path, results_root, params_dir)

@@ -58,6 +58,46 @@ def execute_step(step: Step, kernel_name: str = "python3") -> float:
     return time.perf_counter() - started
 
 
+def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only: bool = False) -> Path | None:
+    """After a step whose stage renders an HTML report (its config class has `html_report_path`),
+    render the executed notebook there. The runner does it, not the notebook: papermill writes a
+    cell's outputs only after the cell ends, so a notebook cannot export its own last outputs."""
+    from .stages import stage_config_class
+
+    target = getattr(stage_config_class(step.notebook), "html_report_path", None)
+    if target is None:
+        return None
+    out = target(step.injected())
+    if missing_only and out.is_file():
+        return out
+    from .report import render_html
+
+    render_html(step.run_dir / "notebook.ipynb", out)
+    echo(f"    report written to {out}")
+    return out
+
+
+def _run_one(step: Step, head: str, force: bool, echo: Callable[[str], None], t0: float) -> str:
+    if not force and is_complete(step.run_dir, step.run_id):
+        echo(f"{head}  skipped (complete results in {step.run_dir})")
+        render_reports(step, echo, missing_only=True)
+        return "skipped"
+    echo(f"{head}  running...")
+    took = execute_step(step)
+    echo(f"{head}  done in {_fmt(took)} (elapsed {_fmt(time.perf_counter() - t0)})")
+    render_reports(step, echo)
+    return "ran"
+
+
+def _check_inputs(all_steps: list[Step], selected: list[Step]) -> None:
+    """Inputs of the selected steps that will not run must already be complete."""
+    names = {s.name for s in selected}
+    for step in all_steps:
+        if step.name not in names and any(step.name in s.upstream for s in selected):
+            if not is_complete(step.run_dir, step.run_id):
+                raise StepFailed(step, "is needed upstream but has no complete results; run it first", step.run_dir)
+
+
 def run_pipeline(
     pipeline: Pipeline,
     force: bool = False,
@@ -67,10 +107,7 @@ def run_pipeline(
 ) -> dict[str, str]:
     """Run selected steps; return {step name: 'ran' | 'skipped'}. Raises StepFailed."""
     selected = select_steps(pipeline, only, start)
-    for step in pipeline.steps:  # inputs of the selected steps must exist
-        if step not in selected and any(step.name in s.upstream for s in selected):
-            if not is_complete(step.run_dir, step.run_id):
-                raise StepFailed(step, "is needed upstream but has no complete results; run it first", step.run_dir)
+    _check_inputs(pipeline.steps, selected)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     atomic_write_json(
         pipeline.steps[0].run_dir.parent / "pipeline.json",
@@ -81,30 +118,63 @@ def run_pipeline(
     status: dict[str, str] = {}
     t0 = time.perf_counter()
     for i, step in enumerate(selected, start=1):
-        head = f"[{i}/{len(selected)}] {step.name:<24} {step.run_id}"
-        if not force and is_complete(step.run_dir, step.run_id):
-            echo(f"{head}  skipped (complete results in {step.run_dir})")
-            status[step.name] = "skipped"
-            continue
-        echo(f"{head}  running...")
-        took = execute_step(step)
-        status[step.name] = "ran"
-        echo(f"{head}  done in {_fmt(took)} (elapsed {_fmt(time.perf_counter() - t0)})")
+        status[step.name] = _run_one(step, f"[{i}/{len(selected)}] {step.name:<24} {step.run_id}", force, echo, t0)
     echo(f"pipeline {pipeline.name}: {sum(v == 'ran' for v in status.values())} ran, "
          f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}")
     return status
+
+
+def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Run every variant's steps (each run id once, complete ones skipped), then the report.
+
+    Returns {run id: 'ran' | 'skipped'}. Writes results/<ablation>/ablation.json mapping each
+    variant (label, grid point) to its steps' run ids.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    atomic_write_json(ablation.root / "ablation.json", {
+        "ablation": ablation.name, "source": str(ablation.source),
+        "variants": [{"label": v.label, "point": v.point, "steps": {s.name: s.run_id for s in v.pipeline.steps}}
+                     for v in ablation.variants],
+        "report": ablation.report.run_id if ablation.report else None,
+    })
+    plan = ablation.plan()
+    status: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for i, (label, step) in enumerate(plan, start=1):
+        head = f"[{i}/{len(plan)}] {label[:28]:<28} {step.name:<16} {step.run_id}"
+        status[step.run_id] = _run_one(step, head, force, echo, t0)
+    shared = sum(len(v.pipeline.steps) for v in ablation.variants) + bool(ablation.report) - len(plan)
+    echo(f"ablation {ablation.name}: {len(ablation.variants)} variants, {len(plan)} distinct runs "
+         f"({shared} shared), {sum(v == 'ran' for v in status.values())} ran, "
+         f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}")
+    return status
+
+
+def _print_plan(steps: list[tuple[str, Step]]) -> None:
+    for label, s in steps:
+        state = "complete" if is_complete(s.run_dir, s.run_id) else "pending"
+        print(f"{label + '  ' if label else ''}{s.name:<24} {s.run_id:<28} {state}")
 
 
 def main_run(args) -> int:
     from .config import ConfigError
     from .pipeline import load_pipeline
 
+    from .ablation import is_ablation_file, load_ablation
+
     try:
+        if is_ablation_file(args.pipeline):
+            if args.only or args.start:
+                raise ConfigError(f"{args.pipeline}: --only/--from select steps of one pipeline, not of an ablation")
+            ablation = load_ablation(args.pipeline, results_root=args.results)
+            if args.plan:
+                _print_plan([(f"{label:<28}", s) for label, s in ablation.plan()])
+                return 0
+            run_ablation(ablation, force=args.force)
+            return 0
         pipeline = load_pipeline(args.pipeline, results_root=args.results)
         if args.plan:
-            for s in pipeline.steps:
-                state = "complete" if is_complete(s.run_dir, s.run_id) else "pending"
-                print(f"{s.name:<24} {s.run_id:<28} {state}")
+            _print_plan([("", s) for s in pipeline.steps])
             return 0
         run_pipeline(pipeline, force=args.force, only=args.only, start=args.start)
     except ConfigError as exc:

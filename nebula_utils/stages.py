@@ -14,6 +14,7 @@ STAGES: dict[str, str] = {
     "10_data_sft_mix": "nebula_utils.data_mix:SFTMixConfig",
     "16_curriculum": "nebula_utils.curriculum:CurriculumConfig",
     "20_sft": "nebula_utils.sft:SFTStageConfig",
+    "90_report": "nebula_utils.report:ReportStageConfig",
 }
 
 

@@ -1,0 +1,456 @@
+"""Stage 90_report: compare finished runs read from their folders under results/ (never live objects).
+
+Rows are runs, columns are benchmark scores, the suite average (the unweighted mean of benchmark
+scores, as the papers report it) and per-capability averages. Each cell carries its delta against a
+baseline run and a mark: up, down, or flat when the 95% paired-bootstrap interval of the delta
+contains 0. Items are paired by id over `samples/<benchmark>.jsonl`; averages use a stratified
+paired bootstrap (items resampled within each benchmark, then benchmark means averaged), so a
+benchmark with 1,000 items does not outweigh one with 100, exactly like the average itself.
+
+An eval run folder (written by 60_eval) holds config.yaml (`model`, `suite`, `part`), run.json,
+metrics.json, samples/<benchmark>.jsonl ({id, score, prompt, response, target} per line) and
+eval_summary.json ({benchmarks: {name: {score, n, ci95, capability, ...}}, ...}). A run folder
+without eval_summary.json (e.g. a training run) is a row without scores: it still gets its config
+hash, data version, lineage and training curve.
+
+Each row's lineage (checkpoints, training runs, data versions with their manifests) comes from
+nebula_utils.lineage.
+
+The HTML report is rendered by the runner after the notebook has run (nebula_utils.runner calls
+`render_html` on the executed notebook): the notebook cannot render itself because papermill only
+writes the last cell's outputs after that cell ends. A notebook executed by hand is rendered with
+`nebula render <executed.ipynb> [--out file.html]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+
+from .config import ConfigError, StageConfig
+from .io import atomic_write_text, iter_jsonl, read_json
+from .lineage import data_version_label, lineage, training_runs
+from .stats import DEFAULT_RESAMPLES, Estimate, mean_of_estimates, paired_bootstrap
+
+MARKS = {"up": "▲", "down": "▼", "flat": "≈", "baseline": "", "n/a": "?"}
+
+
+@dataclass
+class ReportStageConfig(StageConfig):
+    runs: list[str]  # run folders (pipelines pass "@60_eval_base", ...); [] = every complete 60_eval run
+    labels: list[str]  # one per run; [] = the run ids
+    baseline: int | str  # the baseline row: its label or its index in `runs`
+    report_name: str  # writes <results root>/reports/<report_name>.html
+    bootstrap_resamples: int
+    tradeoff_axes: list[str]  # two capabilities for the trade-off scatter; [] = the first two
+
+    @classmethod
+    def html_report_path(cls, params: Mapping[str, Any]) -> Path:
+        """Where the runner writes the rendered report for a step with these parameters."""
+        return html_path(params.get("report_name") or "report", params.get("run_dir") or "")
+
+
+def html_path(report_name: str, run_dir: str | Path = "") -> Path:
+    """<results root>/reports/<name>.html; the results root is the run folder's grandparent
+    (results/<pipeline>/<run id>), or RESULTS_ROOT (env NEBULA_RESULTS) for a run without a folder."""
+    from .runs import RESULTS_ROOT
+
+    root = Path(run_dir).parent.parent if run_dir else RESULTS_ROOT
+    return root / "reports" / f"{report_name}.html"
+
+
+# --------------------------------------------------------------------------- reading run folders
+
+
+@dataclass
+class RunResult:
+    path: Path
+    label: str
+    run_id: str
+    stage: str
+    config: dict[str, Any]
+    benchmarks: dict[str, dict[str, Any]]  # name -> {score, n, ci95, capability}
+    samples: dict[str, dict[str, float]] = field(default_factory=dict)  # benchmark -> {item id: score}
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metrics.json "metrics"
+
+    @property
+    def config_hash(self) -> str:
+        return self.run_id.rsplit("-", 1)[-1]
+
+    def capabilities(self) -> dict[str, list[str]]:
+        caps: dict[str, list[str]] = {}
+        for name, bench in self.benchmarks.items():
+            caps.setdefault(bench.get("capability") or "other", []).append(name)
+        return caps
+
+
+def read_samples(path: Path) -> dict[str, float]:
+    """{item id: score} from a samples file; a missing key or a repeated id names file and line."""
+    scores: dict[str, float] = {}
+    for lineno, row in iter_jsonl(path):
+        if "id" not in row or "score" not in row:
+            raise ValueError(f"{path}:{lineno}: a sample needs 'id' and 'score' (has {', '.join(sorted(row))})")
+        key = str(row["id"])
+        if key in scores:
+            raise ValueError(f"{path}:{lineno}: duplicate item id {key!r}")
+        try:
+            scores[key] = float(row["score"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}:{lineno}: score {row['score']!r} is not a number") from None
+    return scores
+
+
+def _benchmarks_from_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Fallback when eval_summary.json is absent: the eval/<benchmark> entries of metrics.json."""
+    if not (run_dir / "metrics.json").is_file():
+        return {}
+    metrics = read_json(run_dir / "metrics.json").get("metrics", {})
+    out = {}
+    for name, entry in metrics.items():
+        bench = name.removeprefix("eval/")
+        if name.startswith("eval/") and bench != "average" and not bench.startswith("capability/"):
+            out[bench] = {"score": entry["value"], "n": entry.get("n"), "ci95": entry.get("ci95"), "capability": None}
+    return out
+
+
+def load_run(path: str | Path, label: str = "") -> RunResult:
+    """A complete run folder with its benchmark scores and per-item samples (if it is an eval run)."""
+    run_dir = Path(path)
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run folder (no run.json)")
+    info = read_json(info_path)
+    if info.get("status") != "complete":
+        raise ValueError(f"{info_path}: status is {info.get('status')!r}, not 'complete'; rerun that step first")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    summary_path = run_dir / "eval_summary.json"
+    if summary_path.is_file():
+        summary = read_json(summary_path)
+        if not isinstance(summary.get("benchmarks"), dict):
+            raise ValueError(f"{summary_path}: key 'benchmarks' must be a mapping")
+        benchmarks = {name: dict(b) for name, b in summary["benchmarks"].items()}
+    else:
+        benchmarks = _benchmarks_from_metrics(run_dir)
+    missing = [name for name, b in benchmarks.items() if "score" not in b]
+    if missing:
+        raise ValueError(f"{summary_path}: benchmark '{missing[0]}' has no 'score'")
+    samples = {}
+    for name, bench in benchmarks.items():
+        file = run_dir / "samples" / f"{name}.jsonl"
+        if not file.is_file() and bench.get("path"):
+            file = run_dir / bench["path"]  # an absolute path stays absolute under `/`
+        if file.is_file():
+            samples[name] = read_samples(file)
+    run_id = info.get("run_id") or run_dir.name
+    metrics = read_json(run_dir / "metrics.json").get("metrics", {}) if (run_dir / "metrics.json").is_file() else {}
+    return RunResult(run_dir, label or run_id, run_id, info.get("stage", ""), config, benchmarks, samples, metrics)
+
+
+def find_eval_runs(root: str | Path) -> list[Path]:
+    """Every complete 60_eval run folder under a results root (results/<pipeline>/<run id>)."""
+    out = []
+    for info in sorted(Path(root).glob("*/*/run.json")):
+        try:
+            doc = read_json(info)
+        except ValueError:
+            continue
+        if doc.get("stage") == "60_eval" and doc.get("status") == "complete":
+            out.append(info.parent)
+    return out
+
+
+def load_runs(paths: Sequence[str | Path], labels: Sequence[str] = ()) -> list[RunResult]:
+    if not paths:
+        raise ConfigError("runs: no run folders given and no complete 60_eval runs found under results/")
+    if labels and len(labels) != len(paths):
+        raise ConfigError(f"labels: {len(labels)} labels for {len(paths)} runs")
+    runs = [load_run(p, labels[i] if labels else "") for i, p in enumerate(paths)]
+    seen = [r.label for r in runs]
+    dup = sorted({x for x in seen if seen.count(x) > 1})
+    if dup:
+        raise ConfigError(f"labels: '{dup[0]}' names two runs; give each run a unique label")
+    return runs
+
+
+def baseline_index(runs: Sequence[RunResult], baseline: int | str) -> int:
+    if isinstance(baseline, int):
+        if not 0 <= baseline < len(runs):
+            raise ConfigError(f"baseline: index {baseline} is out of range for {len(runs)} runs")
+        return baseline
+    for i, run in enumerate(runs):
+        if baseline in (run.label, run.run_id, str(run.path)):
+            return i
+    raise ConfigError(f"baseline: '{baseline}' is not a run label (labels: {', '.join(r.label for r in runs)})")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def stratified_mean(groups: Sequence[np.ndarray], resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> Estimate:
+    """Mean of group means with a percentile-bootstrap 95% interval, resampling within groups.
+
+    Hand-written because stats.bootstrap_mean pools items: here every benchmark keeps its weight
+    1/k in each resample, as in the suite average (5 vectorised numpy lines per group).
+    """
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    if not groups:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    rng = np.random.default_rng(seed)
+    draws = np.zeros(resamples)
+    for g in groups:
+        draws += g[rng.integers(0, g.size, size=(resamples, g.size))].mean(axis=1)
+    draws /= len(groups)
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    value = float(np.mean([g.mean() for g in groups]))
+    return Estimate(value, float(lo), float(hi), int(sum(g.size for g in groups)))
+
+
+def paired_arrays(base: Mapping[str, float], other: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of the items both runs answered, in one order (pairing by item id)."""
+    common = sorted(set(base) & set(other))
+    return np.array([base[k] for k in common]), np.array([other[k] for k in common])
+
+
+def mark(delta: Estimate | None) -> str:
+    """up / down / flat (the interval contains 0) / n/a (nothing to pair)."""
+    if delta is None or delta.n == 0 or math.isnan(delta.value):
+        return "n/a"
+    if delta.contains_zero():
+        return "flat"
+    return "up" if delta.value > 0 else "down"
+
+
+def _columns(runs: Sequence[RunResult]) -> list[tuple[str, str, list[str]]]:
+    """(column, kind, benchmarks it averages) in display order: benchmarks, average, capabilities."""
+    benches = sorted({b for r in runs for b in r.benchmarks})
+    caps: dict[str, set[str]] = {}
+    for r in runs:
+        for cap, names in r.capabilities().items():
+            caps.setdefault(cap, set()).update(names)
+    cols = [(b, "benchmark", [b]) for b in benches]
+    if benches:
+        cols.append(("average", "average", benches))
+    cols += [(f"cap/{c}", "capability", sorted(caps[c])) for c in sorted(caps)]
+    return cols
+
+
+def _own_estimate(run: RunResult, names: list[str], resamples: int, seed: int) -> Estimate | None:
+    present = [n for n in names if n in run.benchmarks]
+    if not present:
+        return None
+    value = mean_of_estimates([float(run.benchmarks[n]["score"]) for n in present])
+    if len(present) == 1 and run.benchmarks[present[0]].get("ci95"):
+        b = run.benchmarks[present[0]]
+        return Estimate(value, float(b["ci95"][0]), float(b["ci95"][1]), int(b.get("n") or 0))
+    groups = [np.array(list(run.samples[n].values())) for n in present if n in run.samples]
+    est = stratified_mean(groups, resamples, seed) if len(groups) == len(present) else None
+    return Estimate(value, est.low, est.high, est.n) if est else Estimate(value, math.nan, math.nan, 0)
+
+
+def _delta(base: RunResult, run: RunResult, names: list[str], resamples: int, seed: int) -> tuple[Estimate | None, int]:
+    """Paired delta run - base over the benchmarks both have samples for; (estimate, n benchmarks)."""
+    pairs = [paired_arrays(base.samples[n], run.samples[n]) for n in names if n in base.samples and n in run.samples]
+    pairs = [(a, b) for a, b in pairs if a.size]
+    if not pairs:
+        return None, 0
+    if len(pairs) == 1:
+        return paired_bootstrap(pairs[0][0], pairs[0][1], resamples, seed), 1
+    return stratified_mean([b - a for a, b in pairs], resamples, seed), len(pairs)
+
+
+def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: int = DEFAULT_RESAMPLES,
+               seed: int = 0):
+    """The long-form comparison: one row per (run, column) with score, CI, delta, delta CI and mark."""
+    import pandas as pd
+
+    base_i = baseline_index(runs, baseline)
+    base = runs[base_i]
+    rows = []
+    for i, run in enumerate(runs):
+        for col, kind, names in _columns(runs):
+            own = _own_estimate(run, names, resamples, seed)
+            delta, n_bench = (None, 0) if i == base_i else _delta(base, run, names, resamples, seed)
+            rows.append({
+                "run": run.label, "column": col, "kind": kind,
+                "score": own.value if own else math.nan, "ci_lo": own.low if own else math.nan,
+                "ci_hi": own.high if own else math.nan, "n": own.n if own else 0,
+                "delta": delta.value if delta else math.nan, "delta_lo": delta.low if delta else math.nan,
+                "delta_hi": delta.high if delta else math.nan, "n_paired": delta.n if delta else 0,
+                "benchmarks_paired": n_bench, "mark": "baseline" if i == base_i else mark(delta),
+            })
+    return pd.DataFrame(rows, columns=["run", "column", "kind", "score", "ci_lo", "ci_hi", "n", "delta", "delta_lo",
+                                       "delta_hi", "n_paired", "benchmarks_paired", "mark"])
+
+
+def _cell(row) -> str:
+    if math.isnan(row.score):
+        return "—"
+    if row.mark == "baseline":
+        return f"{row.score:.3f} (baseline)"
+    if math.isnan(row.delta):
+        return f"{row.score:.3f} (Δ n/a)"
+    return f"{row.score:.3f} ({row.delta:+.3f} {MARKS[row.mark]} {row.mark})"
+
+
+def summary_table(runs: Sequence[RunResult], long, lineages: Sequence[dict] | None = None):
+    """The report table: rows = runs; benchmark/average/capability cells '0.620 (+0.050 ▲ up)';
+    then model, config hash and data version per row."""
+    import pandas as pd
+
+    cells = long.assign(cell=[_cell(r) for r in long.itertuples()])
+    order = list(dict.fromkeys(long["column"]))
+    table = cells.pivot(index="run", columns="column", values="cell").reindex(columns=order)
+    table = table.reindex([r.label for r in runs])
+    # Training metrics (final loss...) of rows that have them, e.g. an ablation over 20_sft runs.
+    for name in sorted({m for r in runs for m in r.metrics if m.startswith("train/")}):
+        table[name] = [r.metrics.get(name, {}).get("value") for r in runs]
+    table["model"] = [str(r.config.get("model", "")) for r in runs]
+    table["config hash"] = [r.config_hash for r in runs]
+    table["data version"] = [data_version_label(lin) for lin in (lineages or [lineage(r.path) for r in runs])]
+    table.columns.name = None
+    return pd.DataFrame(table)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_training_curves(runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]]):
+    """Train loss vs step side by side: one panel per report row whose lineage has training runs
+    (rows of base models have none), one line per training run in that lineage."""
+    import matplotlib.pyplot as plt
+
+    rows = [(run, training_runs(tree)) for run, tree in zip(runs, trees)]
+    rows = [(run, dirs) for run, dirs in rows if dirs] or [(None, [])]
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows) + 0.6, 3), sharey=True, squeeze=False)
+    for ax, (run, dirs) in zip(axes[0], rows):
+        for train_dir in dirs:
+            log = [h for h in read_json(train_dir / "train_log.json") if "loss" in h and "step" in h]
+            ax.plot([h["step"] for h in log], [h["loss"] for h in log], marker=".", label=train_dir.name)
+        ax.set(title=run.label if run else "no training runs in any lineage", xlabel="step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("train loss")
+    fig.tight_layout()
+    return fig
+
+
+def plot_benchmark_bars(long, kinds: Sequence[str] = ("benchmark", "average")):
+    """Grouped bars: score per benchmark (and the average) per run, with 95% CI error bars."""
+    import matplotlib.pyplot as plt
+
+    data = long[long["kind"].isin(kinds)].dropna(subset=["score"])
+    cols, runs = list(dict.fromkeys(data["column"])), list(dict.fromkeys(data["run"]))
+    if not cols:
+        fig, ax = plt.subplots(figsize=(4.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no benchmark scores (these runs are not eval runs)", ha="center", va="center")
+        return fig
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cols) * max(1, len(runs)) ** 0.5 + 2), 3.2))
+    width = 0.8 / max(1, len(runs))
+    for j, name in enumerate(runs):
+        sub = data[data["run"] == name].set_index("column").reindex(cols)
+        err = np.nan_to_num(np.vstack([sub["score"] - sub["ci_lo"], sub["ci_hi"] - sub["score"]]).clip(min=0))
+        ax.bar(np.arange(len(cols)) + j * width, sub["score"], width, yerr=err, capsize=3, label=name)
+    ax.set_xticks(np.arange(len(cols)) + width * (len(runs) - 1) / 2, cols, rotation=20)
+    ax.set(ylabel="score", title="benchmark scores (95% CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(long, axes: Sequence[str] = ()):
+    """Scatter of two capability averages, one point per run (with CI whiskers)."""
+    import matplotlib.pyplot as plt
+
+    caps = list(dict.fromkeys(long.loc[long["kind"] == "capability", "column"]))
+    if axes:
+        unknown = [a for a in axes if f"cap/{a}" not in caps]
+        if unknown or len(axes) != 2:
+            raise ConfigError(f"tradeoff_axes: need two of {', '.join(c[4:] for c in caps)}; got {list(axes)}")
+        caps = [f"cap/{a}" for a in axes]
+    if len(caps) < 2:
+        fig, ax = plt.subplots(figsize=(4.2, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no trade-off to draw: {len(caps)} capability scores", ha="center", va="center")
+        return fig
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    x, y = (long[long["column"] == c].set_index("run") for c in caps[:2])
+    for name in x.index:
+        ax.errorbar(x.at[name, "score"], y.at[name, "score"], fmt="o", capsize=3, label=name,
+                    xerr=[[x.at[name, "score"] - x.at[name, "ci_lo"]], [x.at[name, "ci_hi"] - x.at[name, "score"]]],
+                    yerr=[[y.at[name, "score"] - y.at[name, "ci_lo"]], [y.at[name, "ci_hi"] - y.at[name, "score"]]])
+    ax.set(xlabel=caps[0][4:], ylabel=caps[1][4:], title="capability trade-off")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def funnel_table(versions: Sequence[Mapping[str, Any]]):
+    """Counts in/out per processing step of each data version (from processing manifests)."""
+    import pandas as pd
+
+    rows = []
+    for v in versions:
+        name = f"{Path(v['path']).parent.name}/{Path(v['path']).name}"
+        for s in v["manifests"]["processing"]["steps"]:
+            rows.append({"version": name, "step": s["name"], "in": s["count_in"], "out": s["count_out"],
+                         "filtered": s["filtered"], "quarantined": s["quarantined"]})
+    return pd.DataFrame(rows, columns=["version", "step", "in", "out", "filtered", "quarantined"])
+
+
+def plot_funnel(funnel):
+    """Horizontal bars per processing step: rows in (light) and kept (dark), one panel per version."""
+    import matplotlib.pyplot as plt
+
+    versions = list(dict.fromkeys(funnel["version"])) or ["(no data versions in lineage)"]
+    heights = [max(1, (funnel["version"] == v).sum()) for v in versions]
+    fig, axes = plt.subplots(len(versions), 1, figsize=(7, 0.8 + 0.3 * sum(heights) + len(versions)),
+                             squeeze=False, gridspec_kw={"height_ratios": heights})
+    for ax, v in zip(axes[:, 0], versions):
+        sub = funnel[funnel["version"] == v]
+        ypos = np.arange(len(sub))[::-1]
+        ax.barh(ypos, sub["in"], color="#c6dbef", label="in")
+        ax.barh(ypos, sub["out"], color="#2171b5", label="out")
+        ax.set_yticks(ypos, [s[:40] for s in sub["step"]], fontsize=7)
+        ax.set_title(v, fontsize=9)
+        if len(sub):
+            ax.legend(fontsize=7, loc="lower right")
+    axes[-1, 0].set_xlabel("rows")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- metrics and HTML
+
+
+def delta_metrics(long) -> dict[str, dict[str, Any]]:
+    """report/delta/<run>/<column> entries for metrics.json (value, n paired, 95% CI)."""
+    out = {}
+    for r in long[(long["mark"] != "baseline") & long["delta"].notna()].itertuples():
+        out[f"report/delta/{r.run}/{r.column}"] = {"value": float(r.delta), "n": int(r.n_paired),
+                                                   "ci95": [float(r.delta_lo), float(r.delta_hi)]}
+    return out
+
+
+def render_html(notebook: str | Path, out: str | Path) -> Path:
+    """Render an executed notebook to one standalone HTML file, code cells' input hidden.
+
+    nbconvert's HTMLExporter with exclude_input: outputs (tables, base64-embedded PNG plots) and
+    markdown only, so the file reads in any browser without Jupyter.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    path = atomic_write_text(out, body)
+    path.chmod(0o644)  # a report is meant to be shared; the temp file was created 0600
+    return path

@@ -1,0 +1,142 @@
+"""Ablation grids: expansion into variants, run-id reuse of shared steps, skipping of done runs,
+the report step across variants, and `nebula run params/ablations/<name>.yaml`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nebula_utils import runner
+from nebula_utils.ablation import load_ablation
+from nebula_utils.config import ConfigError
+from nebula_utils.pipeline import load_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "params" / "ablations" / "sft_lr_smoke.yaml"
+SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
+
+
+def ablation_file(tmp_path: Path, **doc) -> Path:
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump({"ablation": "abl", "base": str(SMOKE)} | doc))
+    return path
+
+
+def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
+    abl = load_ablation(EXAMPLE, tmp_path)
+    assert [v.label for v in abl.variants] == ["learning_rate=2e-05,seed=0", "learning_rate=2e-05,seed=1",
+                                               "learning_rate=0.0002,seed=0", "learning_rate=0.0002,seed=1"]
+    smoke = load_pipeline(SMOKE, tmp_path)
+    for v in abl.variants:
+        env, data, sft = v.pipeline.steps
+        assert env.run_id == smoke.steps[0].run_id and data.run_id == smoke.steps[1].run_id  # untouched: reused
+        assert sft.params["learning_rate"] == v.point["20_sft.learning_rate"] and sft.params["seed"] == v.point["20_sft.seed"]
+        assert data.params["seed"] == 0 and sft.params["max_steps"] == 4  # the rest is the base pipeline
+        assert sft.run_dir.parent == tmp_path / "sft_lr_smoke"
+    assert len({v.pipeline.steps[2].run_id for v in abl.variants}) == 4
+    # Variant lr=2e-5, seed=0 is the smoke pipeline itself: identical run ids, same science.
+    assert abl.variants[0].pipeline.steps[2].science == smoke.steps[2].science
+    plan = abl.plan()
+    assert [s.name for _, s in plan] == ["00_environment", "10_data_sft_mix"] + ["20_sft"] * 4 + ["90_report"]
+    report = abl.report
+    assert report.params["runs"] == [str(v.pipeline.steps[2].run_dir) for v in abl.variants]
+    assert report.params["labels"] == [v.label for v in abl.variants]
+    assert report.science["runs"] == [f"@{v.pipeline.steps[2].run_id}" for v in abl.variants]  # hashed by run id
+    assert report.params["report_name"] == "sft_lr_smoke" and report.run_dir.parent == tmp_path / "sft_lr_smoke"
+    assert report.upstream == [f"variant{i}" for i in range(4)]
+
+
+def test_unprefixed_axis_applies_to_every_step_declaring_it_and_overrides_apply_to_all(tmp_path):
+    abl = load_ablation(ablation_file(tmp_path, grid={"seed": [0, 3]}, overrides={"20_sft.max_steps": 2}), tmp_path)
+    first, second = (v.pipeline for v in abl.variants)
+    assert [s.params["seed"] for s in second.steps] == [3, 3, 3]
+    assert all(s.params["max_steps"] == 2 for p in (first, second) for s in p.steps if s.name == "20_sft")
+    assert all(a.run_id != b.run_id for a, b in zip(first.steps, second.steps))  # seed changes every step
+    assert abl.report is None
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"grid": {"20_sft.learning_rat": [1e-5]}}, "step '20_sft' (20_sft) has no parameter 'learning_rat'"),
+    ({"grid": {"21_sft.learning_rate": [1e-5]}}, "no step named '21_sft'"),
+    ({"grid": {"20_sft.learning_rate": ["fast"]}}, "grid '20_sft.learning_rate' value 'fast': expected float"),
+    ({"grid": {"20_sft.learning_rate": [1e-5, 1e-5]}}, "grid '20_sft.learning_rate' repeats a value"),
+    ({"grid": {}}, "'grid' must be a non-empty mapping"),
+    ({"grid": {"seed": [0]}, "report": {"step": "60_eval_sft"}}, "no step named '60_eval_sft'"),
+    ({"grid": {"seed": [0]}, "gird": 1}, "unknown key 'gird'"),
+    ({"grid": {"20_sft.num_threads": [1, 2]}}, "identical pipelines"),
+])
+def test_bad_ablation_files_fail_with_one_line_naming_file_and_key(tmp_path, doc, message):
+    with pytest.raises(ConfigError) as err:
+        load_ablation(ablation_file(tmp_path, **doc), tmp_path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def fake_execute(calls: list):
+    """Stands in for papermill: records the step and writes what a finished notebook writes."""
+    def execute(step):
+        calls.append(step.run_id)
+        step.run_dir.mkdir(parents=True, exist_ok=True)
+        (step.run_dir / "config.yaml").write_text(yaml.safe_dump(step.params | {"run_id": step.run_id}))
+        (step.run_dir / "run.json").write_text(json.dumps({"run_id": step.run_id, "status": "complete",
+                                                           "stage": step.notebook}))
+        return 0.0
+    return execute
+
+
+def test_each_distinct_run_executes_once_and_done_runs_are_skipped(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "execute_step", fake_execute(calls))
+    monkeypatch.setattr(runner, "render_reports", lambda *a, **k: None)
+    doc = {"grid": {"20_sft.learning_rate": [1e-5, 2e-5, 3e-5]}, "report": {"step": "20_sft", "baseline": 1}}
+    abl = load_ablation(ablation_file(tmp_path, **doc), tmp_path)
+    status = runner.run_ablation(abl, echo=lambda s: None)
+    assert len(calls) == len(set(calls)) == 2 + 3 + 1  # env + data once, three SFT runs, the report
+    assert set(status.values()) == {"ran"}
+    record = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert [v["point"] for v in record["variants"]] == [{"20_sft.learning_rate": x} for x in (1e-5, 2e-5, 3e-5)]
+    assert record["report"] == abl.report.run_id
+
+    # Widen the grid: only the new SFT run and the new report (its runs list changed) execute.
+    calls.clear()
+    doc["grid"]["20_sft.learning_rate"].append(5e-5)
+    wider = load_ablation(ablation_file(tmp_path, **doc), tmp_path)
+    status = runner.run_ablation(wider, echo=lambda s: None)
+    assert calls == [wider.variants[3].pipeline.steps[2].run_id, wider.report.run_id]
+    assert sum(v == "skipped" for v in status.values()) == 2 + 3
+
+    # --force reruns every distinct run, still once each.
+    calls.clear()
+    runner.run_ablation(wider, force=True, echo=lambda s: None)
+    assert len(calls) == len(set(calls)) == 2 + 4 + 1
+
+
+def test_an_ablation_over_base_pipeline_with_eval_and_report_steps_drops_the_inner_report(tmp_path, monkeypatch):
+    """The shape an ablation takes once 60_eval exists: the base pipeline's own 90_report step is
+    dropped and the ablation's report compares one step of every variant."""
+    base = yaml.safe_load(SMOKE.read_text())
+    base["steps"].append({"notebook": "90_report", "params": {"runs": ["@20_sft"], "report_name": "inner"}})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    abl = load_ablation(ablation_file(tmp_path, base=str(tmp_path / "base.yaml"), grid={"20_sft.lora_r": [4, 8]},
+                                      report={"step": "20_sft", "labels": ["r4", "r8"],
+                                              "params": {"bootstrap_resamples": 200}}), tmp_path)
+    assert all([s.notebook for s in v.pipeline.steps] == ["00_environment", "10_data_sft_mix", "20_sft"]
+               for v in abl.variants)
+    assert abl.report.params["labels"] == ["r4", "r8"] and abl.report.params["bootstrap_resamples"] == 200
+
+
+def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(EXAMPLE), *args,
+                               "--results", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+
+    plan = cli("--plan")
+    assert plan.returncode == 0, plan.stderr
+    lines = plan.stdout.strip().splitlines()
+    assert len(lines) == 7 and sum("20_sft-" in line for line in lines) == 4 and "90_report-" in lines[-1]
+    only = cli("--only", "20_sft")
+    assert only.returncode == 2 and "--only/--from" in only.stderr
