@@ -59,7 +59,7 @@ def _stuffed_keywords(completion: str, ids: list[str], kwargs: list[dict]) -> bo
 
 class IFEvalVerifier(BaseVerifier):
     name = "ifeval"
-    version = "1"
+    version = "2"  # 2: a short answer quoted in the prompt is no longer an echo
 
     def __init__(self, strict: bool = True, max_chars: int = MAX_COMPLETION_CHARS):
         self.strict = strict
