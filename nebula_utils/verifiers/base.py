@@ -80,6 +80,10 @@ class BaseVerifier:
     # CPU-bound pure-Python verifiers (math, IFEval) run in the calling thread: threads would
     # only add overhead, and math-verify's SIGALRM timeout works in the main thread only.
     parallel_in_threads: bool = False
+    # True when the reference's "prompt" means the question the model saw (used by the echo
+    # guard), so a reward adapter may fill it in from the trainer's prompt. False for code, where
+    # "prompt" is the HumanEval stub the program is built from.
+    prompt_is_question: bool = True
 
     def result(self, score: float, reason: str, passed: bool | None = None, **details: Any) -> VerificationResult:
         score = float(min(1.0, max(0.0, score)))
