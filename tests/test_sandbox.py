@@ -42,16 +42,15 @@ def _children() -> list[int]:
     return found
 
 
-def _sandbox_dirs() -> set[str]:
+@pytest.fixture
+def contained(tmp_path, monkeypatch):
+    """Run a program and check the host-side invariants around it."""
     import tempfile
 
-    return {p.name for p in Path(tempfile.gettempdir()).glob("nebula-sandbox-*")}
-
-
-@pytest.fixture
-def contained():
-    """Run a program and check the host-side invariants around it."""
-    before_dirs = _sandbox_dirs()
+    # A private temp root: other processes on the machine may be running sandboxes in /tmp.
+    sandboxes = tmp_path / "sandboxes"
+    sandboxes.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(sandboxes))
 
     def run(source: str, limits: SandboxLimits = LIMITS, **options):
         start = time.monotonic()
@@ -60,7 +59,7 @@ def contained():
         assert elapsed < limits.wall_seconds + 3, f"not bounded in time: {elapsed:.1f}s"
         assert result.reason, "every verdict needs a reason"
         assert _children() == [], "stray processes left behind"
-        assert _sandbox_dirs() <= before_dirs, "temporary folder not removed"
+        assert list(sandboxes.iterdir()) == [], "temporary folder not removed"
         return result
 
     return run
@@ -119,9 +118,11 @@ def test_fork_bombs_are_stopped(contained, mode, name):
 
 @pytest.fixture
 def host_files(tmp_path):
-    target = tmp_path / "host.txt"
+    host = tmp_path / "host"
+    host.mkdir()
+    target = host / "host.txt"
     target.write_text("original")
-    folder = tmp_path / "folder"
+    folder = host / "folder"
     folder.mkdir()
     (folder / "keep.txt").write_text("keep")
     return target, folder
