@@ -13,6 +13,11 @@ collapse can be read (e.g. "timeout", "answer hedges between several values").
 
 Code rewards run their sandboxes in a bounded thread pool of `workers`; math and IFEval are
 pure-Python and run in the calling thread (see verifiers.base.BaseVerifier).
+
+When a reference has no "prompt"/"question", the trainer's prompt (its last user message) is
+filled in, so the echo guard also works on RL rows that only carry the answer. The reward
+objects pickle by (name, options): TRL's async GRPO rollout worker sends reward functions to a
+spawned process (see trl/rewards/accuracy_rewards.py).
 """
 
 from __future__ import annotations
@@ -49,17 +54,41 @@ def _routes(verifier: Sequence[str] | None, n: int, known: set[str]) -> list[str
     return list(verifier)
 
 
+def prompt_text(prompt: Any) -> str:
+    """The question a prompt asks: the string itself, or the last user message's content."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt or ""
+    users = [m for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
+    content = users[-1].get("content") if users else ""
+    if isinstance(content, list):  # content blocks: [{"type": "text", "text": ...}, ...]
+        content = " ".join(str(b.get("text", "")) for b in content if isinstance(b, Mapping))
+    return str(content or "")
+
+
 class VerifierReward:
     """TRL reward function for the rows whose `verifier` column equals `name`."""
 
     def __init__(self, name: str, known: set[str], workers: int = 1, **options: Any):
         self.name = name
         self.__name__ = f"reward_{name}"
+        self.options = options
         self.verifier = get_verifier(name, **options)
         self.known = known
         self.workers = workers
 
-    def __call__(self, prompts: list, completions: list, verifier: list[str] | None = None,
+    def __getstate__(self) -> dict:
+        return {"name": self.name, "known": self.known, "workers": self.workers, "options": self.options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["name"], state["known"], state["workers"], **state["options"])
+
+    def _reference(self, value: Any, prompt: Any) -> Mapping[str, Any]:
+        ref = parse_reference(value)
+        if getattr(self.verifier, "prompt_is_question", False) and not ({"prompt", "question"} & set(ref)):
+            ref = {**ref, "prompt": prompt_text(prompt)}
+        return ref
+
+    def __call__(self, prompts: list | None, completions: list, verifier: list[str] | None = None,
                  reference: list | None = None, log_metric: Callable | None = None,
                  log_extra: Callable | None = None, **_: Any) -> list[float | None]:
         routes = _routes(verifier, len(completions), self.known)
@@ -67,7 +96,10 @@ class VerifierReward:
         rewards: list[float | None] = [None] * len(completions)
         if not mine:
             return rewards
-        refs = [parse_reference(reference[i]) for i in mine]
+        if reference is None or len(reference) != len(completions):
+            raise ValueError("reward functions need a 'reference' column with one value per completion")
+        prompts = prompts if prompts is not None else [None] * len(completions)
+        refs = [self._reference(reference[i], prompts[i]) for i in mine]
         results = verify_batch(self.verifier, [completions[i] for i in mine], refs, workers=self.workers)
         reasons: list[str | None] = [None] * len(completions)
         for i, res in zip(mine, results):
@@ -79,29 +111,40 @@ class VerifierReward:
         return rewards
 
 
-def format_ok(name: str, completion: str, reference: Mapping[str, Any]) -> bool | None:
+# Extraction methods that mark a final answer explicitly; the bare last-number fallback does not.
+EXPLICIT_ANSWER = ("boxed", "answer_tag", "gsm8k", "answer_is")
+
+
+def format_ok(name: str, completion: str, reference: Mapping[str, Any], prompt: str = "") -> bool | None:
     """Is the answer in the shape its verifier needs? None for rows with no format notion."""
     if name == "math":
-        return hacking_guard(completion) is None and extract_answer(completion)[1] in ("boxed", "gsm8k", "answer_is")
+        guard = hacking_guard(completion, reference.get("prompt") or reference.get("question") or prompt)
+        return guard is None and extract_answer(completion)[1] in EXPLICIT_ANSWER
     if name == "code":
+        if not all(isinstance(reference.get(k), str) for k in ("prompt", "test", "entry_point")):
+            raise ValueError("code rows need a HumanEval-style reference (prompt, test, entry_point)")
         try:
             ast.parse(build_program(completion, reference)[0])
         except (SyntaxError, ValueError):
             return False
         return True
     if name == "ifeval":
-        return hacking_guard(completion, reference.get("prompt")) is None
+        return hacking_guard(completion, reference.get("prompt") or prompt) is None
     return None  # "format" rows: the format verifier is itself the format signal
 
 
-def reward_answer_format(prompts: list, completions: list, verifier: list[str] | None = None,
-                  reference: list | None = None, **_: Any) -> list[float | None]:
+def reward_answer_format(prompts: list | None, completions: list, verifier: list[str] | None = None,
+                         reference: list | None = None, **_: Any) -> list[float | None]:
     """1.0 when the answer is in its verifier's expected shape (explicit final answer for math,
     a program that parses for code, a non-degenerate answer for IFEval), else 0.0."""
-    routes = _routes(verifier, len(completions), set(verifier or ()))
+    n = len(completions)
+    routes = _routes(verifier, n, set(verifier or ()))
+    refs = reference if reference is not None else [None] * n
+    prompts = prompts if prompts is not None else [None] * n
     out: list[float | None] = []
-    for name, completion, ref in zip(routes, completions, reference or [None] * len(completions)):
-        ok = format_ok(name, completion_text(completion), parse_reference(ref) if ref is not None else {})
+    for name, completion, ref, prompt in zip(routes, completions, refs, prompts):
+        ok = format_ok(name, completion_text(completion), parse_reference(ref) if ref is not None else {},
+                       prompt_text(prompt))
         out.append(None if ok is None else float(ok))
     return out
 

@@ -65,6 +65,7 @@ class CodeVerifier(BaseVerifier):
     name = "code"
     version = "1"
     parallel_in_threads = True  # the work happens in sandbox subprocesses
+    prompt_is_question = False  # reference["prompt"] is the HumanEval stub
 
     def __init__(self, timeout: float = 10.0, memory_mb: int = 1024, max_chars: int = MAX_COMPLETION_CHARS,
                  limits: SandboxLimits | None = None):

