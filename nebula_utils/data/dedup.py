@@ -56,12 +56,12 @@ def exact_keys(texts: Sequence[str]) -> list[str]:
 
 
 def deduplicate(texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, shingle_n: int = 3,
-                seed: int = 1, near: bool = True) -> DedupResult:
+                seed: int = 1, near: bool = True, exact: bool = True) -> DedupResult:
     """Exact then near dedup in row order; the first of each group is kept."""
     n = len(texts)
     keep, reason, dup_of, sim = [True] * n, [None] * n, [None] * n, [None] * n
     first_seen: dict[str, int] = {}
-    for i, key in enumerate(exact_keys(texts)):
+    for i, key in enumerate(exact_keys(texts) if exact else []):
         if key in first_seen:
             keep[i], reason[i], dup_of[i], sim[i] = False, "exact_duplicate", first_seen[key], 1.0
         else:
