@@ -8,7 +8,7 @@ dimension, in gate order:
   verifier    the prompt's rule verifier: math final answer vs ground truth (math-verify), IFEval
               checkers (lm-eval), HumanEval tests in the sandbox; passed = score >= min_verifier_score
   agreement   self-consistency across the k teacher samples: the share of teacher samples whose
-              final answer is equivalent to this candidate's (math-like tasks only)
+              final answer is equivalent to this one's (teacher samples of math-like tasks only)
   heuristics  length in words, the shared anti-hacking guards (empty, echo of the prompt,
               degenerate repetition), and the language (`langdetect`) of the prose
   judge       optional: an LLM judge's 1-10 rating, rescaled to [0, 1]
@@ -148,12 +148,14 @@ def agreement_dims(texts: Sequence[str], is_teacher: Sequence[bool], task: str, 
         cls.append(idx)
     counts = Counter(c for c, t in zip(cls, is_teacher) if t and c is not None)
     dims = []
-    for c in cls:
-        if c is None:
+    for c, teacher in zip(cls, is_teacher):
+        if not teacher:  # a dataset answer is not a sample of the teacher: self-consistency does not apply
+            dims.append(NA)
+        elif c is None:
             dims.append(Dim(0.0, False, "no_answer"))
-            continue
-        share = counts[c] / n_teacher
-        dims.append(Dim(share, share >= min_agreement, "majority" if share >= min_agreement else "disagrees"))
+        else:
+            share = counts[c] / n_teacher
+            dims.append(Dim(share, share >= min_agreement, "majority" if share >= min_agreement else "disagrees"))
     return dims
 
 
@@ -293,7 +295,8 @@ def cross_verify(rows: Sequence[Mapping[str, Any]], rules: FilterRules, judge: J
                     "verifier": verifier_dims[gi][j], "agreement": agree[j],
                     "heuristics": heuristics_gate(cand["content"], prompt_text, row["task"], rules),
                     "judge": _judge_dim(judge_scores[gi][j], rules) if judge else NA}
-            kept, reason, depth = decide(dims, required)
+            # agreement is a property of teacher samples: not required of the dataset's answer
+            kept, reason, depth = decide(dims, required if teacher[j] else [d for d in required if d != "agreement"])
             eligible = teacher[j] or not rules.teacher_only
             logprob = json.loads(cand["scores"] or "{}").get(LOGPROB_KEY)
             recs.append({"group": row["id"], "index": j, "task": row["task"], "generator": cand["generator"],
@@ -309,10 +312,9 @@ def _group_decision(group_id: str, recs: list[dict[str, Any]]) -> dict[str, Any]
     if kept:
         best = max(kept, key=lambda r: r["rank_key"])
         return {"id": group_id, "kept": True, "best": best["index"], "reason": "kept"}
+    # the reason of the eligible candidate that got furthest: what failed even at best
     furthest = max(recs, key=lambda r: (r["eligible"], r["depth"]))
     reason = furthest["reason"] if furthest["eligible"] else "no_teacher_candidate"
-    if furthest["kept"]:  # only ineligible (dataset) candidates passed
-        reason = "only_dataset_answer_passed"
     return {"id": group_id, "kept": False, "best": None, "reason": reason}
 
 
