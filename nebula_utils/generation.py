@@ -1,8 +1,25 @@
 """One generation interface, two backends: transformers (CPU/GPU, batched) and vLLM (GPU).
 
-Both take chat prompts (lists of {role, content}) and return, per prompt, `n` completions as
-plain text, so distillation, difficulty grading, on-policy evaluation and the eval fast path
-share one code path whatever the hardware.
+Both take chat prompts (lists of {role, content}, or a plain string = one user turn) and return,
+per prompt, `n` completions, so distillation, synthesis, difficulty grading, on-policy
+evaluation and the eval fast path share one code path whatever the hardware:
+
+    gen = make_generator("packaged:smollm2-135m-instruct")
+    groups = gen.generate_full(prompts, SamplingParams(n=4, temperature=0.8, max_new_tokens=256))
+    groups[0][0].text, groups[0][0].finish_reason  # "stop" | "length" (truncated)
+
+- `generate` returns texts only (list[list[str]]); `generate_full` returns `Completion`s with the
+  finish reason ("stop": the model ended its turn; "length": cut at max_new_tokens, i.e.
+  truncated), the number of generated tokens and, when `SamplingParams.logprobs` is set, the mean
+  log-probability of the generated tokens under the model's raw (untempered) distribution.
+- `complete_raw` continues already-formatted text (no chat template applied): Magpie feeds a
+  chat template's user-turn prefix this way.
+- `spec()` is a JSON-able description (backend, model, batch size, library versions) that data
+  manifests record beside the sampling params.
+
+Greedy decoding (temperature 0) with n > 1 returns n copies of the one greedy completion on both
+backends: greedy is deterministic, and transformers refuses num_return_sequences > 1 without
+sampling or beams.
 """
 
 from __future__ import annotations
@@ -13,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 Messages = list[dict[str, str]]
+FINISH_REASONS = ("stop", "length")
 
 
 @dataclass(frozen=True)
@@ -22,6 +40,32 @@ class SamplingParams:
     temperature: float = 0.0  # 0 -> greedy
     top_p: float = 1.0
     seed: int = 0
+    logprobs: bool = False  # also return each completion's mean token log-prob
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"SamplingParams: n={self.n} and max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingParams: temperature={self.temperature} must be >= 0, top_p={self.top_p} in (0, 1]")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" | "length"
+    num_tokens: int
+    mean_logprob: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,103 +83,175 @@ class GenerationStats:
     def tokens_per_s(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
+    def add(self, prompts: int, completions: list[list[Completion]], seconds: float, greedy: bool = False) -> None:
+        self.prompts += prompts
+        self.completions += sum(len(c) for c in completions)
+        # greedy n > 1 copies one completion: count the tokens actually generated
+        self.new_tokens += sum(c.num_tokens for group in completions for c in (group[:1] if greedy else group))
+        self.seconds += seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"tokens_per_s": self.tokens_per_s}
+
 
 def _as_messages(prompt: str | Messages) -> Messages:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
-class TransformersGenerator:
+def _versions(*packages: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+class _Base:
+    backend = "base"
+    model_spec = ""
+    batch_size = 0
+    tokenizer: Any = None
+
+    def chat_texts(self, prompts: Sequence[str | Messages]) -> list[str]:
+        tok = self.tokenizer
+        return [tok.apply_chat_template(_as_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+
+    def generate_full(self, prompts: Sequence[str | Messages], params: SamplingParams) -> list[list[Completion]]:
+        return self.complete_raw(self.chat_texts(prompts), params)
+
+    def generate(self, prompts: Sequence[str | Messages], params: SamplingParams) -> list[list[str]]:
+        return [[c.text for c in group] for group in self.generate_full(prompts, params)]
+
+    def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model_spec, "batch_size": self.batch_size,
+                "versions": _versions("torch", "transformers", "vllm")}
+
+
+class TransformersGenerator(_Base):
     """Batched `model.generate` with left padding; prompts sorted by length to limit padding."""
 
     backend = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8):
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, model_spec: str = ""):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.model_spec = model_spec or getattr(model, "name_or_path", "")
         self.stats = GenerationStats()
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "auto", batch_size: int = 8) -> "TransformersGenerator":
         from .models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(spec, device=device)
-        return cls(model, tok, batch_size)
+        return cls(model, tok, batch_size, model_spec=spec)
 
-    def generate(self, prompts: Sequence[str | Messages], params: SamplingParams) -> list[list[str]]:
+    def _finish(self, new_ids: list[int]) -> tuple[int, str]:
+        """(tokens generated up to and including the end-of-turn token, finish reason)."""
+        for i, tok_id in enumerate(new_ids):
+            if tok_id in self.eos_ids:
+                return i + 1, "stop"
+        return len(new_ids), "length"
+
+    def _batch(self, texts: list[str], params: SamplingParams) -> list[list[Completion]]:
         import torch
 
         tok = self.tokenizer
-        tok.padding_side = "left"
-        texts = [
-            tok.apply_chat_template(_as_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts
-        ]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        n_return = 1 if params.greedy else params.n
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
+                temperature=None if params.greedy else params.temperature,
+                top_p=None if params.greedy else params.top_p, num_return_sequences=n_return,
+                pad_token_id=tok.pad_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
+            )
+        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        token_logps = None
+        if params.logprobs:  # raw logits -> log-probs of the tokens actually generated
+            logits = torch.stack(out.logits, dim=1).float()
+            token_logps = torch.log_softmax(logits, dim=-1).gather(-1, new[:, : logits.shape[1], None]).squeeze(-1)
+        flat = []
+        for row in range(new.shape[0]):
+            ids = new[row].tolist()
+            count, reason = self._finish(ids)
+            text = tok.decode(ids[:count], skip_special_tokens=True).strip()
+            mean_lp = float(token_logps[row, :count].mean()) if token_logps is not None and count else None
+            flat.append(Completion(text, reason, count, mean_lp))
+        groups = [flat[j * n_return:(j + 1) * n_return] for j in range(len(texts))]
+        return [g * params.n if params.greedy else g for g in groups]
+
+    def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        import torch
+
+        self.tokenizer.padding_side = "left"
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        outputs: list[list[str]] = [[] for _ in texts]
-        do_sample = params.temperature > 0
+        outputs: list[list[Completion]] = [[] for _ in texts]
         torch.manual_seed(params.seed)
         start = time.perf_counter()
         for lo in range(0, len(order), self.batch_size):
-            idx = order[lo : lo + self.batch_size]
-            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = enc.to(self.model.device)
-            with torch.inference_mode():
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=params.max_new_tokens,
-                    do_sample=do_sample,
-                    temperature=params.temperature if do_sample else None,
-                    top_p=params.top_p if do_sample else None,
-                    num_return_sequences=params.n,
-                    pad_token_id=tok.pad_token_id,
-                )
-            new = out[:, enc["input_ids"].shape[1] :]
-            self.stats.new_tokens += int((new != tok.pad_token_id).sum())
-            decoded = tok.batch_decode(new, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                outputs[i] = [s.strip() for s in decoded[j * params.n : (j + 1) * params.n]]
-        self.stats.seconds += time.perf_counter() - start
-        self.stats.prompts += len(texts)
-        self.stats.completions += len(texts) * params.n
+            idx = order[lo: lo + self.batch_size]
+            for i, group in zip(idx, self._batch([texts[i] for i in idx], params)):
+                outputs[i] = group
+        self.stats.add(len(texts), outputs, time.perf_counter() - start, greedy=params.greedy)
         return outputs
 
 
-class VLLMGenerator:
-    """vLLM offline engine; used on GPU when vllm is installed (the `gpu` extra)."""
+class VLLMGenerator(_Base):
+    """vLLM offline engine; used on GPU when vllm is installed (the `gpu` extra).
+
+    Prompts go in as token ids rendered by the same chat template as the transformers backend
+    (no special tokens added a second time), so both backends see identical inputs.
+    """
 
     backend = "vllm"
 
-    def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85):
+    def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+                 model_spec: str = "", **engine_kwargs: Any):
         from vllm import LLM
 
-        self.llm = LLM(
-            model=model_path,
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
+                       gpu_memory_utilization=gpu_memory_utilization, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_spec = model_spec or model_path
+        self.batch_size = 0  # vLLM schedules its own batches
         self.stats = GenerationStats()
 
     @classmethod
     def from_spec(cls, spec: str, **kwargs: Any) -> "VLLMGenerator":
-        from .models import resolve_model_path
+        from .models import ensure_generation_template, resolve_model_path
 
-        return cls(resolve_model_path(spec), **kwargs)
+        gen = cls(resolve_model_path(spec), model_spec=spec, **kwargs)
+        ensure_generation_template(gen.tokenizer)  # the template the transformers backend would use
+        return gen
 
-    def generate(self, prompts: Sequence[str | Messages], params: SamplingParams) -> list[list[str]]:
+    def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VSampling
 
-        sampling = VSampling(
-            n=params.n,
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-        )
+        sampling = VSampling(n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature,
+                             top_p=params.top_p, seed=params.seed, logprobs=0 if params.logprobs else None)
+        prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         start = time.perf_counter()
-        results = self.llm.chat([_as_messages(p) for p in prompts], sampling, use_tqdm=False)
-        self.stats.seconds += time.perf_counter() - start
-        self.stats.prompts += len(prompts)
-        self.stats.completions += len(prompts) * params.n
-        self.stats.new_tokens += sum(len(o.token_ids) for r in results for o in r.outputs)
-        return [[o.text.strip() for o in r.outputs] for r in results]
+        results = self.llm.generate(prompts, sampling, use_tqdm=False)
+        outputs = [[_vllm_completion(o, params.logprobs) for o in r.outputs] for r in results]
+        self.stats.add(len(texts), outputs, time.perf_counter() - start)
+        return outputs
+
+
+def _vllm_completion(output: Any, logprobs: bool) -> Completion:
+    count = len(output.token_ids)
+    reason = "length" if output.finish_reason == "length" else "stop"
+    mean_lp = None
+    if logprobs and count and output.cumulative_logprob is not None:
+        mean_lp = float(output.cumulative_logprob) / count
+    return Completion(output.text.strip(), reason, count, mean_lp)
 
 
 def vllm_available() -> bool:
@@ -149,7 +265,7 @@ def vllm_available() -> bool:
 def make_generator(spec: str, backend: str = "auto", device: str = "auto", batch_size: int = 8):
     """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers."""
     if backend == "auto":
-        backend = "vllm" if vllm_available() else "transformers"
+        backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
         return VLLMGenerator.from_spec(spec)
     if backend == "transformers":

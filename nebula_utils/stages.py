@@ -12,6 +12,9 @@ from .config import ConfigError
 STAGES: dict[str, str] = {
     "00_environment": "nebula_utils.environment:EnvironmentConfig",
     "10_data_sft_mix": "nebula_utils.data_mix:SFTMixConfig",
+    "11_distill": "nebula_utils.data_distill:DistillConfig",
+    "12_filter": "nebula_utils.data_filter:FilterConfig",
+    "13_difficulty": "nebula_utils.data_difficulty:DifficultyConfig",
     "14_classify_sample": "nebula_utils.curation:ClassifySampleConfig",
     "15_decontam": "nebula_utils.curation:DecontamConfig",
     "16_curriculum": "nebula_utils.curriculum:CurriculumConfig",
