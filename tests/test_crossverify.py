@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from nebula_utils.verifiers import get_verifier
+
 from nebula_utils.data import crossverify as C
 from nebula_utils.data.distillation import group_dataset
 
@@ -145,7 +147,7 @@ def test_cross_verify_end_to_end_on_hand_rows(tmp_path):
     assert by[("g-code", 1)]["reason"].startswith("verifier:")
     sft = C.sft_rows(groups, result)
     assert [r["id"] for r in sft] == ["g-correct", "g-chat", "g-code"]
-    assert sft[2]["messages"][-1]["content"].count("a + b") == 1 and sft[0]["verifier_version"] == "1"
+    assert sft[2]["messages"][-1]["content"].count("a + b") == 1 and sft[0]["verifier_version"] == get_verifier("math").version
     assert set(sft[0]["quality"]) == {"format", "verifier", "agreement", "heuristics"}
     pairs, pair_drops = C.preference_rows(groups, result)
     assert {p["id"] for p in pairs} == {"g-wrong", "g-chat", "g-code"}
@@ -164,7 +166,7 @@ def test_cross_verify_end_to_end_on_hand_rows(tmp_path):
 def test_stored_verifier_scores_are_reused():
     g = group("g", "math_reasoning", "math", {"answer": "42"}, [MATH_BAD, MATH_BAD])
     for cand in g["candidates"]:  # a stored score under the same verifier version wins over recomputing
-        cand["scores"] = json.dumps({"verifier:math@1": 1.0})
+        cand["scores"] = json.dumps({f"verifier:math@{get_verifier('math').version}": 1.0})
     result = C.cross_verify([g], rules())
     assert result.candidates[0]["dims"]["verifier"].reason == "pass"
 

@@ -10,6 +10,9 @@ from nebula_utils.data import synthesis as S
 from nebula_utils.data.distillation import build_groups, distill, group_dataset, rank
 from nebula_utils.data.schema import message_problems
 from nebula_utils.generation import Completion, SamplingParams, make_generator
+from nebula_utils.verifiers import get_verifier
+
+MATH_VERSION = get_verifier("math").version  # scores are keyed verifier:<name>@<version>
 
 MATH = {"id": "m1", "source": "t", "license": "MIT", "task": "math_reasoning", "verifier": "math",
         "reference": json.dumps({"answer": "42"}), "prompt": [{"role": "user", "content": "What is 40 + 2?"}],
@@ -33,7 +36,7 @@ def test_groups_keep_every_candidate_generator_sampling_params_and_scores():
     assert [c["generator"] for c in math["candidates"]] == ["teacher-x", "teacher-x", "dataset"]
     assert json.loads(math["candidates"][0]["sampling_params"]) == params.to_dict()
     scores = [json.loads(c["scores"]) for c in math["candidates"]]
-    assert [s.get("verifier:math@1") for s in scores] == [0.0, 1.0, 1.0]
+    assert [s.get(f"verifier:math@{MATH_VERSION}") for s in scores] == [0.0, 1.0, 1.0]
     assert scores[0]["teacher_mean_logprob"] == -1.5
     # verifier first (42 beats 41), then log-prob between the two correct ones (teacher -2.0 vs dataset none)
     assert (math["chosen"], math["rejected"]) == (1, 0) and math["preference_reason"].startswith("verifier score 1 vs 0")
