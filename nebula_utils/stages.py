@@ -13,6 +13,7 @@ STAGES: dict[str, str] = {
     "00_environment": "nebula_utils.environment:EnvironmentConfig",
     "10_data_sft_mix": "nebula_utils.data_mix:SFTMixConfig",
     "20_sft": "nebula_utils.sft:SFTStageConfig",
+    "60_eval": "nebula_utils.evaluate:EvalStageConfig",
 }
 
 
