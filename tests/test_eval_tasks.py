@@ -10,20 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from nebula_utils.evaluate.lm_tasks import local_task_name, write_local_tasks
+from nebula_utils.evaluate.lm_tasks import load_local_tasks, local_task_name, write_local_tasks
 from nebula_utils.evaluate.suites import load_suite
 
 
 def _tasks(names: list[str], data_root: Path, out: Path) -> dict:
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    from nebula_utils.offline_data import ensure_punkt_tab
-
-    ensure_punkt_tab()
     benchmarks = [b for s in ("instruct", "reasoning") for b in load_suite(s) if b.name in names]
     tasks, skipped = write_local_tasks(benchmarks, data_root, out)
     assert not skipped and set(tasks) == set(names)
-    loaded = get_task_dict(list(tasks.values()), TaskManager(include_path=str(out), include_defaults=False))
+    loaded = load_local_tasks(out, list(tasks.values()))
     return {name: loaded[local_task_name(b)] for b in benchmarks for name in [b.name]}
 
 

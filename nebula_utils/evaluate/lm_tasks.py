@@ -224,6 +224,16 @@ def write_local_tasks(benchmarks: Iterable[Benchmark], data_root: str | Path, ou
     return tasks, skipped
 
 
+def load_local_tasks(task_dir: str | Path, task_names: list[str]) -> dict[str, Any]:
+    """{task name: lm-eval Task} for generated tasks (to inspect prompts or score known answers)."""
+    from lm_eval.tasks import TaskManager
+
+    from ..offline_data import ensure_punkt_tab
+
+    ensure_punkt_tab()
+    return TaskManager(include_path=str(task_dir), include_defaults=False).load(task_names)["tasks"]
+
+
 # ---------------------------------------------------------------- running lm-eval
 
 
