@@ -19,6 +19,7 @@ STAGES: dict[str, str] = {
     "15_decontam": "nebula_utils.curation:DecontamConfig",
     "16_curriculum": "nebula_utils.curriculum:CurriculumConfig",
     "20_sft": "nebula_utils.sft:SFTStageConfig",
+    "60_eval": "nebula_utils.evaluate:EvalStageConfig",
     "90_report": "nebula_utils.report:ReportStageConfig",
 }
 

