@@ -217,3 +217,17 @@ def test_build_mix_caps_parts_balances_and_logs_changes():
     assert log["changes"]["tasks"] == {"math_reasoning": {"before": 6, "after": 8}}
     with pytest.raises(ValueError, match="unknown part"):
         build_mix(parts, "sft", seed=0, quotas={"chat": 1})
+
+
+def test_an_empty_version_round_trips(tmp_path):
+    """A filter can keep nothing (e.g. every tiny-model answer truncated); the version must still load."""
+    from datasets import Dataset
+
+    from nebula_utils.data.manifests import processing_step
+    from nebula_utils.data.schema import FEATURES
+    from nebula_utils.data.versions import load_version, save_version
+
+    empty = Dataset.from_dict({c: [] for c in FEATURES["sft"]}, features=FEATURES["sft"])
+    save_version(empty, tmp_path / "v", "sft", {"name": "t", "path": "t", "license": "cc0"},
+                 [processing_step("filter", count_in=3, count_out=0, drop_reasons={"truncated": 3})])
+    assert len(load_version(tmp_path / "v")) == 0

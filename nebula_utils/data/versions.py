@@ -127,7 +127,9 @@ def save_version(ds: Dataset, out_dir: str | os.PathLike, schema: str, source: d
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         with _quiet():
-            ds.save_to_disk(str(tmp / "data"))
+            # num_shards=1 for empty versions: datasets 5.2 writes no shard for 0 rows and then
+            # cannot load the folder back (IndexError in concat_tables); one empty shard loads.
+            ds.save_to_disk(str(tmp / "data"), num_shards=1 if len(ds) == 0 else None)
         manifests = {
             "source": {"sources": sources},
             "processing": {"steps": steps},
