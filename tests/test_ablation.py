@@ -21,10 +21,24 @@ EXAMPLE = REPO / "params" / "ablations" / "sft_lr_smoke.yaml"
 SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 
 
+def mini_base(tmp_path: Path) -> Path:
+    """A three-step base pipeline (environment, data, SFT) taken from the smoke pipeline's params."""
+    smoke = {s["notebook"]: s for s in yaml.safe_load(SMOKE.read_text())["steps"]}
+    doc = {"pipeline": "mini", "defaults": {"model": "tiny-random"},
+           "steps": [smoke["00_environment"], smoke["10_data_sft_mix"],
+                     {"notebook": "20_sft", "params": smoke["20_sft"]["params"] | {"data": "@10_data_sft_mix/sft"}}]}
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
 def ablation_file(tmp_path: Path, **doc) -> Path:
     path = tmp_path / "abl.yaml"
-    path.write_text(yaml.safe_dump({"ablation": "abl", "base": str(SMOKE)} | doc))
+    path.write_text(yaml.safe_dump({"ablation": "abl", "base": str(mini_base(tmp_path))} | doc))
     return path
+
+
+VARIED = {"20_sft", "60_eval_sft"}  # the steps the example grid changes (SFT and what reads its model)
 
 
 def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
@@ -32,21 +46,25 @@ def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
     assert [v.label for v in abl.variants] == ["learning_rate=2e-05,seed=0", "learning_rate=2e-05,seed=1",
                                                "learning_rate=0.0002,seed=0", "learning_rate=0.0002,seed=1"]
     smoke = load_pipeline(SMOKE, tmp_path)
+    shared = [s.name for s in smoke.steps if s.name not in VARIED | {"90_report"}]
     for v in abl.variants:
-        env, data, sft = v.pipeline.steps
-        assert env.run_id == smoke.steps[0].run_id and data.run_id == smoke.steps[1].run_id  # untouched: reused
+        assert "90_report" not in [s.name for s in v.pipeline.steps]  # the base's own report is dropped
+        for name in shared:  # untouched by the grid: same run id as the smoke pipeline, reused
+            assert v.pipeline.step(name).run_id == smoke.step(name).run_id
+        sft = v.pipeline.step("20_sft")
         assert sft.params["learning_rate"] == v.point["20_sft.learning_rate"] and sft.params["seed"] == v.point["20_sft.seed"]
-        assert data.params["seed"] == 0 and sft.params["max_steps"] == 4  # the rest is the base pipeline
-        assert sft.run_dir.parent == tmp_path / "sft_lr_smoke"
-    assert len({v.pipeline.steps[2].run_id for v in abl.variants}) == 4
+        assert sft.params["max_steps"] == 4 and sft.run_dir.parent == tmp_path / "sft_lr_smoke"
+    assert len({v.pipeline.step("20_sft").run_id for v in abl.variants}) == 4
+    assert len({v.pipeline.step("60_eval_sft").run_id for v in abl.variants}) == 4
     # Variant lr=2e-5, seed=0 is the smoke pipeline itself: identical run ids, same science.
-    assert abl.variants[0].pipeline.steps[2].science == smoke.steps[2].science
+    assert abl.variants[0].pipeline.step("20_sft").science == smoke.step("20_sft").science
     plan = abl.plan()
-    assert [s.name for _, s in plan] == ["00_environment", "10_data_sft_mix"] + ["20_sft"] * 4 + ["90_report"]
+    names = [s.name for _, s in plan]  # each distinct run once; the report last
+    assert sorted(names) == sorted(shared + ["20_sft"] * 4 + ["60_eval_sft"] * 4 + ["90_report"]) and names[-1] == "90_report"
     report = abl.report
-    assert report.params["runs"] == [str(v.pipeline.steps[2].run_dir) for v in abl.variants]
+    assert report.params["runs"] == [str(v.pipeline.step("60_eval_sft").run_dir) for v in abl.variants]
     assert report.params["labels"] == [v.label for v in abl.variants]
-    assert report.science["runs"] == [f"@{v.pipeline.steps[2].run_id}" for v in abl.variants]  # hashed by run id
+    assert report.science["runs"] == [f"@{v.pipeline.step('60_eval_sft').run_id}" for v in abl.variants]
     assert report.params["report_name"] == "sft_lr_smoke" and report.run_dir.parent == tmp_path / "sft_lr_smoke"
     assert report.upstream == [f"variant{i}" for i in range(4)]
 
@@ -118,7 +136,7 @@ def test_each_distinct_run_executes_once_and_done_runs_are_skipped(tmp_path, mon
 def test_an_ablation_over_base_pipeline_with_eval_and_report_steps_drops_the_inner_report(tmp_path, monkeypatch):
     """The shape an ablation takes once 60_eval exists: the base pipeline's own 90_report step is
     dropped and the ablation's report compares one step of every variant."""
-    base = yaml.safe_load(SMOKE.read_text())
+    base = yaml.safe_load(mini_base(tmp_path).read_text())
     base["steps"].append({"notebook": "90_report", "params": {"runs": ["@20_sft"], "report_name": "inner"}})
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     abl = load_ablation(ablation_file(tmp_path, base=str(tmp_path / "base.yaml"), grid={"20_sft.lora_r": [4, 8]},
@@ -137,6 +155,8 @@ def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
     plan = cli("--plan")
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.strip().splitlines()
-    assert len(lines) == 7 and sum("20_sft-" in line for line in lines) == 4 and "90_report-" in lines[-1]
+    shared = len(yaml.safe_load(SMOKE.read_text())["steps"]) - 3  # all but 20_sft, 60_eval_sft, 90_report
+    assert len(lines) == shared + 4 + 4 + 1 and sum("20_sft-" in line for line in lines) == 4
+    assert "90_report-" in lines[-1]
     only = cli("--only", "20_sft")
     assert only.returncode == 2 and "--only/--from" in only.stderr
