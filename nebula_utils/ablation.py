@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PARAMS_DIR, REPO_ROOT, ConfigError, coerce, field_types, load_yaml
-from .pipeline import Pipeline, Step, build_step, pipeline_from_doc
+from .pipeline import Pipeline, Step, build_step, expand_extends, pipeline_from_doc
 from .stages import stage_config_class
 
 ABLATION_KEYS = {"ablation", "description", "base", "overrides", "grid", "report"}
@@ -148,7 +148,7 @@ def load_ablation(path: str | Path, results_root: str | Path | None = None,
     doc, grid, base_path = _read(path)
     name = str(doc.get("ablation") or path.stem)
     doc["ablation"] = name
-    base = load_yaml(base_path)
+    base = expand_extends(load_yaml(base_path), base_path)
     base["steps"] = [s for s in base.get("steps") or [] if not (isinstance(s, dict) and s.get("notebook") == REPORT_NOTEBOOK)]
     for axis, value in (doc.get("overrides") or {}).items():
         _apply(base, axis, value, f"{path}: overrides '{axis}'")

@@ -34,7 +34,7 @@ from .config import (
 )
 from .stages import stage_config_class
 
-PIPELINE_KEYS = {"pipeline", "description", "defaults", "steps"}
+PIPELINE_KEYS = {"pipeline", "description", "defaults", "steps", "extends"}
 STEP_KEYS = {"notebook", "name", "params"}
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -147,5 +147,27 @@ def pipeline_from_doc(doc: dict[str, Any], path: str | Path, results_root: str |
     return Pipeline(name, doc.get("description", ""), path, list(steps.values()))
 
 
+def expand_extends(doc: dict[str, Any], path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """`extends: <pipeline file>` (repo-relative or absolute): the base's steps, then this file's.
+
+    The result keeps the base's results folder (its `pipeline` name) unless this file names one,
+    so the base's steps keep their run ids and are skipped when done: e.g. a file that adds the
+    end-of-project `unseen` evaluation to the demo reruns nothing but the new steps.
+    """
+    if "extends" not in doc:
+        return doc
+    base_path = Path(doc["extends"]) if Path(doc["extends"]).is_absolute() else REPO_ROOT / doc["extends"]
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle through {base_path}")
+    base = expand_extends(load_yaml(base_path), base_path, seen + (path.resolve(),))
+    return {
+        "pipeline": doc.get("pipeline") or base.get("pipeline") or base_path.stem,
+        "description": doc.get("description", base.get("description", "")),
+        "defaults": (base.get("defaults") or {}) | (doc.get("defaults") or {}),
+        "steps": list(base.get("steps") or []) + list(doc.get("steps") or []),
+    }
+
+
 def load_pipeline(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Pipeline:
-    return pipeline_from_doc(load_yaml(path), path, results_root, params_dir)
+    path = Path(path)
+    return pipeline_from_doc(expand_extends(load_yaml(path), path), path, results_root, params_dir)

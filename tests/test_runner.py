@@ -83,3 +83,20 @@ def test_cli_plan_lists_steps(tmp_path, data):
                            "--plan", "--results", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "00_environment-" in proc.stdout and "pending" in proc.stdout
+
+
+def test_extends_appends_steps_and_keeps_the_base_run_ids(tmp_path):
+    import yaml
+
+    from nebula_utils.config import ConfigError
+    from nebula_utils.pipeline import load_pipeline
+
+    repo = Path(__file__).resolve().parents[1]
+    base = load_pipeline(repo / "params" / "pipelines" / "demo.yaml", tmp_path)
+    extended = load_pipeline(repo / "params" / "pipelines" / "demo_instruct.yaml", tmp_path)
+    assert [s.run_dir for s in extended.steps[: len(base.steps)]] == [s.run_dir for s in base.steps]
+    assert extended.step("60_eval_instruct_sft").params["model"] == str(base.step("20_sft_complex").run_dir / "model")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(yaml.safe_dump({"extends": str(loop), "steps": []}))
+    with pytest.raises(ConfigError, match="cycle"):
+        load_pipeline(loop, tmp_path)
