@@ -13,7 +13,7 @@ from nebula_utils.config import ConfigError
 from nebula_utils.data.decontam import (BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks,
                                         load_registry)
 from nebula_utils.data.dedup import deduplicate
-from nebula_utils.data.textsig import MinHasher, text_shingles
+from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_shingles, token_spans, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -92,6 +92,73 @@ def test_planted_gsm8k_test_items_are_caught(shared_data):
     hits = index.check_rows([q, q.replace("How", "how").replace(",", " ,") + " Think step by step.", "Compute it."],
                             ["", "", a])
     assert [{h.item for h in hs} for hs in hits] == [{bench.ids[7]}, {bench.ids[7]}, {bench.ids[11]}]
+
+
+def test_numpy_tokens_equal_tokenize_on_punctuation_unicode_and_spaces():
+    rng = np.random.default_rng(5)
+    alphabet = list("abcXYZ09_ \t\n\r!?.,;:+-*/=<>^%()[]'\"~@#$&|\\\x00\x1c\x7f") + \
+        ["\u00e9", "\xa0", "\u2003", "\u3000", "\u0130", "\u00df", "\u65e5\u672c", "\x85"]
+    for _ in range(200):
+        texts = ["".join(rng.choice(alphabet, rng.integers(0, 50))) for _ in range(rng.integers(1, 6))]
+        buf, starts, ends, row_tok = token_spans(texts)
+        raw = buf.tobytes()
+        for i, t in enumerate(texts):
+            assert [raw[starts[k]:ends[k]].decode() for k in range(row_tok[i], row_tok[i + 1])] == tokenize(t), t
+    a, first_a, words_a = ngram_hashes(["The quick, brown fox jumps over the lazy dog!", "a b", ""], 3)
+    b, first_b, words_b = ngram_hashes(["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B."], 3)
+    assert (first_a.tolist(), words_a.tolist(), first_b.tolist(), words_b.tolist()) == ([0, 7, 8], [9, 2, 0], [0, 1, 8], [2, 9, 2])
+    assert a[:8].tolist() == b[1:].tolist() and len(set(a[:7].tolist())) == 7
+
+
+def _reference_ngram_hits(bench_texts, rows, n, min_overlap, min_matches, max_df, min_words):
+    """DecontamIndex's n-gram rule with Python sets of token tuples (an n-gram counts for the first
+    item holding it; n-grams in more than max_df items are ignored)."""
+    def grams(toks):
+        return {tuple(toks[j:j + n]) for j in range(max(1, len(toks) - n + 1))}
+
+    items = [grams(tokenize(t)) for t in bench_texts if len(tokenize(t)) >= min_words]
+    df = {}
+    for g in set().union(*items):
+        df[g] = sum(g in it for it in items)
+    owner = {}
+    for e, it in enumerate(items):
+        for g in it:
+            if df[g] <= max_df:
+                owner.setdefault(g, e)
+    totals = [sum(df[g] <= max_df for g in it) for it in items]
+    out = []
+    for text in rows:
+        counts = {}
+        for g in grams(tokenize(text)):
+            if g in owner:
+                counts[owner[g]] = counts.get(owner[g], 0) + 1
+        out.append({e for e, c in counts.items() if c >= min_matches and c / max(totals[e], 1) >= min_overlap})
+    return out
+
+
+def test_vectorised_ngram_hits_equal_a_python_set_reference():
+    rng = np.random.default_rng(3)
+    template = "Answer the following question with a single number and show your work first"
+    bench = [template + " " + _text(rng, int(rng.integers(10, 40))) for _ in range(12)]
+    bench += [_text(rng, int(rng.integers(3, 30))) for _ in range(20)] + ["tiny item", "a + b = c ; d - e"]
+    rows = []
+    for i in range(120):
+        src = bench[int(rng.integers(len(bench)))].split()
+        cut = int(rng.integers(0, len(src) + 1))
+        kind = i % 4  # a part of an item, an item inside other text, an edited item, unrelated text
+        words = (src[:cut] if kind == 0 else _text(rng, 20).split() + src + _text(rng, 5).split() if kind == 1
+                 else [w if rng.random() > 0.1 else "zz" for w in src] if kind == 2 else _text(rng, 50).split())
+        rows.append(" ".join(words).upper() if i % 5 == 0 else " ".join(words))
+    rows += [template, "", "!!!", "a + b = c ; d - e"]
+    spec = BenchmarkSpec("b", "s", "eval", "file", "-", {"prompt": "prompt", "answer": None})
+    index = DecontamIndex(ngram_n=4, min_words=4, max_df=3).build(
+        [BenchmarkItems(spec, [str(i) for i in range(len(bench))], bench, [""] * len(bench))])
+    assert index.boilerplate_ngrams > 0  # the template's n-grams are in all 12 templated items
+    ours = [{index.entries.index(("b", h.item, "prompt")) for h in hs}
+            for hs in index.check_texts(rows, "prompt", methods=("ngram",))]
+    ref = _reference_ngram_hits(bench, rows, 4, 0.5, 3, 3, 4)
+    assert ours == ref
+    assert sum(map(bool, ours)) > 40 and not any(ours[120:123])
 
 
 def test_registry_errors_name_the_key_and_absent_files_are_skipped(tmp_path):

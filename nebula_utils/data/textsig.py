@@ -116,6 +116,117 @@ def text_shingles(texts: Iterable[str], n: int, words: TokenHashes) -> tuple[np.
     return hashes, first, np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
 
 
+# ---------------------------------------------------------------- n-gram hashes of raw text, all in numpy
+#
+# Decontamination looks every n-gram of every training row up in the benchmark index: at ~200
+# words a row, splitting into Python str objects and one dict lookup per word was 60% of the
+# time (8k rows/s). Here a chunk of rows is lower-cased and encoded (one C call per row), and
+# the rest runs on the chunk's bytes in numpy: a 256-entry class table finds the token
+# boundaries with exactly `tokenize`'s rules; a word's hash is a polynomial over its bytes from
+# one prefix sum (sum b_j P^(j-s), read off as (C[e] - C[s]) * P^-s: an odd P is invertible mod
+# 2^64), avalanched by fmix64; an n-gram's hash is the same polynomial over its word hashes.
+# No library tokenises + hashes word n-grams of raw text in batch (datasketch and
+# text-dedup hash shingle by shingle in Python), hence this code.
+
+_SPACES = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f "  # what str.split() splits on below U+0080
+# ... and above: mapped to a space before encoding, so split points stay byte-level.
+_UNICODE_SPACES = str.maketrans({c: " " for c in map(chr, range(0x80, 0x3001)) if c.isspace()})
+_BYTE_CLASS = np.ones(256, dtype=np.uint8)  # 1: part of a word (UTF-8 lead/continuation bytes too)
+_BYTE_CLASS[[ord(c) for c in _SPACES]] = 0  # 0: separator
+_BYTE_CLASS[[ord(c) for c in string.punctuation if c != "_" and c not in _OPERATORS]] = 0
+_BYTE_CLASS[[ord(c) for c in _OPERATORS]] = 2  # 2: a one-byte token of its own
+_POLY = np.uint64(0x9E3779B97F4A7C15)  # odd: invertible mod 2^64
+# Rows are hashed in chunks of about this many bytes so the power tables stay small (2 x 8 MiB).
+CHUNK_BYTES = 1 << 20
+
+
+class _Powers:
+    """P^i and P^-i mod 2^64 for i < size, grown on demand (np.cumprod wraps mod 2^64)."""
+
+    def __init__(self) -> None:
+        self.pow = self.inv = np.ones(1, dtype=np.uint64)
+
+    def upto(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if size > len(self.pow):
+            size = max(size, 2 * len(self.pow))
+            one = np.ones(1, dtype=np.uint64)
+            self.pow = np.concatenate([one, np.cumprod(np.full(size - 1, _POLY, dtype=np.uint64))])
+            inv = np.uint64(pow(int(_POLY), -1, 2**64))
+            self.inv = np.concatenate([one, np.cumprod(np.full(size - 1, inv, dtype=np.uint64))])
+        return self.pow[:size], self.inv[:size]
+
+
+_POWERS = _Powers()
+
+
+def _poly_spans(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """sum_{j in [s, e)} values[j] * P^(j - s) mod 2^64 for each span."""
+    pw, inv = _POWERS.upto(len(values) + 1)
+    prefix = np.zeros(len(values) + 1, dtype=np.uint64)
+    np.cumsum(values * pw[: len(values)], out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * inv[starts]
+
+
+def _encode(texts: Sequence[str]) -> list[bytes]:
+    return [(t.lower() if t.isascii() else t.lower().translate(_UNICODE_SPACES)).encode("utf-8") for t in texts]
+
+
+def token_spans(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(bytes, token starts, token ends, first token of each row + total) of `tokenize`'s tokens.
+
+    The rows are joined with one space; token i is bytes[starts[i]:ends[i]] (UTF-8, lower case).
+    """
+    encoded = _encode(texts)
+    buf = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
+    cls = _BYTE_CLASS[buf]
+    word, op = cls == 1, cls == 2
+    begins = op.copy()
+    begins[0] |= word[0]
+    begins[1:] |= word[1:] & ~word[:-1]
+    stops = op  # a token ends after an operator byte or a word byte followed by a non-word byte
+    stops[:-1] |= word[:-1] & ~word[1:]
+    starts, ends = np.flatnonzero(begins), np.flatnonzero(stops) + 1
+    row_bytes = np.cumsum([0] + [len(b) + 1 for b in encoded])
+    return buf, starts, ends, np.searchsorted(starts, row_bytes)
+
+
+def ngram_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(64-bit word n-gram hashes of all rows, first n-gram of each row, word count of each row).
+
+    Tokens are `tokenize`'s. A row shorter than n words has one n-gram: all its words (an empty
+    row's is 0; callers skip empty texts). Hashes are stable across processes and machines but
+    differ from `shingle_hashes`' (CRC-32 words); they are only compared with each other.
+    """
+    if n < 1:
+        raise ValueError(f"n-gram size must be >= 1, got {n}")
+    parts, sizes, counts = [], [], []
+    row, total = 0, 0
+    for end in range(1, len(texts) + 1):  # chunks of ~CHUNK_BYTES of text
+        total += len(texts[end - 1])
+        if total >= CHUNK_BYTES or end == len(texts):
+            h, first, words = _ngram_chunk(texts[row:end], n)
+            parts.append(h)
+            sizes.append(first)
+            counts.append(words)
+            row, total = end, 0
+    if not parts:
+        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64)
+    offsets = np.cumsum([0] + [len(h) for h in parts[:-1]])
+    first = np.concatenate([f + o for f, o in zip(sizes, offsets)])
+    return np.concatenate(parts), first, np.concatenate(counts)
+
+
+def _ngram_chunk(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    buf, starts, ends, row_tok = token_spans(texts)
+    words = _fmix64(_poly_spans(buf.astype(np.uint64), starts, ends))
+    n_words = np.diff(row_tok)
+    counts = np.maximum(n_words - n + 1, 1)
+    first = np.cumsum(counts) - counts
+    gram_start = np.arange(counts.sum(), dtype=np.int64) + np.repeat(row_tok[:-1] - first, counts)
+    gram_end = np.minimum(gram_start + n, np.repeat(row_tok[1:], counts))
+    return _fmix64(_poly_spans(words, gram_start, gram_end)), first, n_words
+
+
 class MinHasher:
     """Batched MinHash signatures in datasketch's affine32 scheme (num_perm, seed as datasketch)."""
 
