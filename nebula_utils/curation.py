@@ -1,8 +1,9 @@
 """Stages 14_classify_sample and 15_decontam: configs and the calls their notebooks make.
 
 14_classify_sample: label every row with a task (rules + embedding classifier, data/classify.py),
-then keep `target_fraction` of the rows with per-task quotas, chosen by k-center greedy on the
-prompt embeddings (data/diversity.py); coverage is compared with random samples of the same quotas.
+then keep `target_fraction` of the rows with per-task quotas, chosen inside each task by k-center
+greedy or k-means medoids (`selection`) on the prompt embeddings (data/diversity.py); the coverage
+of both pickers is compared with random samples of the same quotas.
 
 15_decontam: exact + near dedup inside the corpus (data/dedup.py), then the check of every row's
 prompt and answer against the benchmark quarantine registry (data/decontam.py). Duplicates are
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, StageConfig
+from .config import REPO_ROOT, ConfigError, StageConfig
 
 
 def repo_path(path: str) -> Path:
@@ -39,8 +40,15 @@ class ClassifySampleConfig(StageConfig):
     relabel: bool  # write the predicted task into each row's `task`
     target_fraction: float  # rows kept by the diversity sample
     min_per_category: int
+    selection: str  # kcenter (min max distance) | kmeans (min mean distance) | random
     random_baseline_seeds: int  # random samples with the same quotas, for the coverage baseline
     embed_batch_size: int
+
+    def __post_init__(self) -> None:
+        from .data.diversity import METHODS
+
+        if self.selection not in METHODS:
+            raise ConfigError(f"14_classify_sample: key 'selection' is {self.selection!r} (known: {', '.join(METHODS)})")
 
 
 @dataclass
@@ -101,13 +109,17 @@ def classify_rows(cfg: ClassifySampleConfig) -> Classified:
 
 
 def diversity_sample(cfg: ClassifySampleConfig, c: Classified) -> dict[str, Any]:
-    """Quotas, the k-center selection and its coverage next to random selections."""
+    """Quotas, the `selection` pick, and the coverage of each picker next to random selections."""
     from .data.diversity import category_quotas, coverage, random_coverage, select
 
     target = max(1, round(cfg.target_fraction * len(c.labels)))
     quotas = category_quotas(c.labels, target, cfg.min_per_category)
-    chosen = select(c.embeddings, c.labels, quotas, seed=cfg.seed)
+    picks = {m: select(c.embeddings, c.labels, quotas, seed=cfg.seed, method=m) for m in ("kcenter", "kmeans")}
+    chosen = picks.get(cfg.selection)
+    if chosen is None:
+        chosen = select(c.embeddings, c.labels, quotas, seed=cfg.seed, method=cfg.selection)
     return {"quotas": quotas, "selected": chosen, "coverage": coverage(c.embeddings, chosen),
+            "by_method": {m: coverage(c.embeddings, p) for m, p in picks.items()},
             "random": random_coverage(c.embeddings, c.labels, quotas, range(cfg.seed, cfg.seed + cfg.random_baseline_seeds))}
 
 

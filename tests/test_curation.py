@@ -272,15 +272,54 @@ def test_notebooks_14_and_15_run_with_papermill(tmp_path):
 
     version = _small_version(tmp_path, planted=False)
     run14 = _papermill(tmp_path, "14_classify_sample", {"data": str(version), "shared_data_dir": "",
-                                                       "classifier_per_class": 8, "random_baseline_seeds": 3})
+                                                       "classifier_per_class": 8, "random_baseline_seeds": 3,
+                                                       "selection": "kmeans"})
     sampled = load_version(run14 / "data", verify=True)
     assert len(sampled) == 15
     metrics = json.loads((run14 / "metrics.json").read_text())["metrics"]
     assert metrics["classifier_heldout_accuracy"]["n"] > 0 and metrics["classifier_heldout_accuracy"]["ci95"]
     assert metrics["coverage_mean_kcenter"]["value"] <= metrics["coverage_mean_random"]["value"]
+    assert metrics["coverage_mean_selected"] == metrics["coverage_mean_kmeans"]
     run15 = _papermill(tmp_path, "15_decontam", {"data": str(run14 / "data"), "shared_data_dir": ""})
     manifests = read_manifests(run15 / "data")
     assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["skipped"]
     assert manifests["version"]["num_rows"] == 15 - manifests["processing"]["steps"][-1]["filtered"] - \
         manifests["processing"]["steps"][-1]["quarantined"]
     assert (run15 / "decontam.png").is_file() and (run14 / "classify_sample.png").is_file()
+
+
+def test_kmeans_strata_beat_random_and_kcenter_on_mean_distance_of_a_skewed_fixture():
+    from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
+
+    rng = np.random.default_rng(0)
+    sizes = rng.zipf(1.6, size=30).clip(1, 300)  # a few big clusters, many tiny ones
+    x = np.concatenate([c + 0.1 * rng.normal(size=(s, 16)) for c, s in zip(rng.normal(size=(30, 16)), sizes)])
+    labels = [str(i % 3) for i in range(len(x))]
+    quotas = category_quotas(labels, len(x) // 20)
+    chosen = select(x, labels, quotas, method="kmeans")
+    assert len(set(chosen.tolist())) == sum(quotas.values()) == len(chosen)
+    assert all(sum(labels[i] == c for i in chosen) == k for c, k in quotas.items())
+    ours, kcenter = coverage(x, chosen), coverage(x, select(x, labels, quotas, method="kcenter"))
+    rand = [r["mean"] for r in random_coverage(x, labels, quotas, range(10))]
+    assert ours["mean"] < min(rand) and ours["mean"] < kcenter["mean"], (ours, kcenter, rand)
+    with pytest.raises(ValueError, match="unknown selection method 'nope'"):
+        select(x, labels, quotas, method="nope")
+
+
+def test_classify_sample_config_rejects_an_unknown_selection():
+    from nebula_utils import curation as C
+    from nebula_utils.config import merge_layers, stage_defaults
+
+    values = merge_layers(C.ClassifySampleConfig, "14_classify_sample", stage_defaults("14_classify_sample"))
+    assert C.ClassifySampleConfig(**values).selection == "kcenter"
+    with pytest.raises(ConfigError, match="key 'selection' is 'kmedoids'"):
+        C.ClassifySampleConfig(**values | {"selection": "kmedoids"})
+
+
+def test_kcenter_and_kmeans_never_pick_a_row_twice_among_duplicates():
+    from nebula_utils.data.diversity import k_center_greedy, k_means_medoids
+
+    x = np.repeat(np.eye(3), 4, axis=0)  # 3 distinct points, each 4 times
+    for pick in (k_center_greedy, k_means_medoids):
+        chosen = pick(x, 5)
+        assert len(set(chosen.tolist())) == 5 and len({tuple(x[i]) for i in chosen}) == 3
