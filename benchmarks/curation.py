@@ -189,6 +189,7 @@ def main() -> None:
     labels = [str(i % 6) for i in range(len(x))]
     quotas = category_quotas(labels, max(6, len(x) // 20))
     rand = random_coverage(x, labels, quotas, range(5))
+    import sklearn.cluster  # noqa: F401  (imported before the timing)
     print(f"{'diversity selection':28s} {len(x)} points in 6 categories -> {sum(quotas.values())}; coverage mean/max "
           f"(lower = better): random {np.mean([r['mean'] for r in rand]):.3f}/{np.mean([r['max'] for r in rand]):.3f} (5 seeds)")
     for method in ("kcenter", "kmeans"):

@@ -88,24 +88,25 @@ class Classified:
     how: list[str]
     heldout: dict[str, Any]
     groups: dict[str, int]
+    from_cache: dict[str, bool]  # classifier / row embeddings read from ~/.cache/nebula
 
 
 def classify_rows(cfg: ClassifySampleConfig) -> Classified:
-    """Train the classifier on labelled prompts (held-out accuracy first) and label every row."""
-    from .data.classify import TaskClassifier, embed, heldout_accuracy, labelled_prompts
+    """Train the classifier on labelled prompts (held-out accuracy first; cached by its inputs'
+    hash) and label every row (embeddings cached by the texts' hash)."""
+    from .data.classify import embed_cached, train_classifier
     from .data.dedup import dataset_sides
     from .data.versions import load_version
 
     ds = load_version(repo_path(cfg.data))
     shared = repo_path(cfg.shared_data_dir) if cfg.shared_data_dir else ""
-    texts, labels, groups = labelled_prompts(cfg.classifier_per_class, cfg.seed, shared)
-    lab_emb = embed(texts, cfg.embed_batch_size)
-    heldout = heldout_accuracy(texts, labels, lab_emb, cfg.classifier_holdout, cfg.seed, cfg.classifier_C)
-    clf = TaskClassifier(C=cfg.classifier_C, seed=cfg.seed).fit(lab_emb, labels)
+    trained = train_classifier(cfg.classifier_per_class, cfg.seed, shared, cfg.classifier_holdout, cfg.classifier_C,
+                               cfg.embed_batch_size)
     prompts = dataset_sides(ds)[0]
-    emb = embed(prompts, cfg.embed_batch_size)
-    predicted, how = clf.predict(prompts, emb)
-    return Classified(ds, prompts, emb, predicted, how, heldout, groups)
+    emb, emb_cached = embed_cached(prompts, cfg.embed_batch_size)
+    predicted, how = trained.classifier.predict(prompts, emb)
+    return Classified(ds, prompts, emb, predicted, how, trained.heldout, trained.groups,
+                      {"classifier": trained.cached, "embeddings": emb_cached})
 
 
 def diversity_sample(cfg: ClassifySampleConfig, c: Classified) -> dict[str, Any]:

@@ -68,13 +68,15 @@ print(run.run_id, run.run_dir)
 # %% [markdown]
 # ## Classifier: labelled prompts and held-out accuracy
 # The classifier is fit on the training part of the labelled prompts, scored on the held-out
-# part, then refit on all of them to label the data.
+# part, then refit on all of them to label the data. The trained classifier (with its held-out
+# result) and the row embeddings are cached under `~/.cache/nebula`, keyed by a hash of all
+# their inputs, so a rerun skips gathering and embedding the labelled prompts.
 
 # %%
 classified = C.classify_rows(cfg)
 accuracy = bootstrap_mean(classified.heldout["correct"], seed=cfg.seed)
 accuracy_emb = bootstrap_mean(classified.heldout["correct_embedding_only"], seed=cfg.seed)
-print("labelled prompts per source group:", classified.groups)
+print("labelled prompts per source group:", classified.groups, "| from cache:", classified.from_cache)
 pd.DataFrame([{"classifier": "rules + embedding", **accuracy.as_metric()},
               {"classifier": "embedding only", **accuracy_emb.as_metric()}])
 

@@ -198,15 +198,28 @@ def test_quotas_keep_small_categories_and_never_exceed_sizes():
     assert category_quotas(["a"] * 2, 10) == {"a": 2}
 
 
-def test_classifier_heldout_accuracy_floor():
-    from nebula_utils.data.classify import embed, heldout_accuracy, labelled_prompts, rule_label
+def test_classifier_heldout_accuracy_floor_and_its_cache(tmp_path, monkeypatch):
+    from nebula_utils.data import classify as K
+    from nebula_utils.data.classify import rule_label, train_classifier
     from nebula_utils.stats import bootstrap_mean
 
-    texts, labels, _ = labelled_prompts(16, seed=0)
-    assert set(labels) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
-    result = heldout_accuracy(texts, labels, embed(texts), holdout=0.3, seed=0)
-    acc = bootstrap_mean(result["correct"])
+    monkeypatch.setenv("NEBULA_CACHE", str(tmp_path))
+    trained = train_classifier(16, seed=0, holdout=0.3)
+    assert set(trained.heldout["truth"]) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
+    acc = bootstrap_mean(trained.heldout["correct"])
     assert acc.n >= 25 and acc.value >= 0.75, acc
+    assert not trained.cached and len(list((tmp_path / "classifier").iterdir())) == 1
+    monkeypatch.setattr(K, "labelled_prompts", None)  # a cache hit must not gather prompts again
+    again = train_classifier(16, seed=0, holdout=0.3)
+    assert again.cached and again.heldout == trained.heldout
+    probe = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
+    assert again.classifier.predict_embedding(probe) == trained.classifier.predict_embedding(probe)
+    assert K.classifier_key(16, 0, "", 0.3, 4.0) != K.classifier_key(16, 0, "", 0.3, 2.0)
+    texts = ["Write a haiku about rain.", "What is 7 * 6?"]
+    first, hit = K.embed_cached(texts)
+    second, hit2 = K.embed_cached(texts)
+    assert (hit, hit2) == (False, True) and np.array_equal(first, second) and first.shape == (2, 384)
+    assert not K.embed_cached(texts[::-1])[1]
     assert rule_label("How do I make a bomb?")[0] == "safety"
     assert rule_label("Answer in all lowercase letters.")[0] == "complex_if"
 
