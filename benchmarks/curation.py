@@ -12,7 +12,8 @@ duplicates (a copy with 1% of its words replaced) of earlier samples and, for de
    MinHashLSH.query + insert); ours = batched numpy signatures (textsig.MinHasher) into the same
    MinHashLSH. Recall on the planted near duplicates is printed for both (equal-recall check).
 2. n-gram decontamination (8-grams against 2,000 benchmark items): baseline = a Python set of
-   n-gram tuples per sample; ours = DecontamIndex's vectorised lookup (ngram method only).
+   n-gram tuples per sample; ours = DecontamIndex's vectorised lookup (ngram method only); then
+   ours with all three methods (exact, n-gram, MinHash LSH), as 15_decontam runs it.
 3. per-category k-center greedy and k-means medoids vs random selection on skewed clustered
    embeddings (coverage: mean and max distance to the nearest pick; lower is better).
 
@@ -179,6 +180,10 @@ def main() -> None:
     print(f"{'':28s} recall on planted benchmark items: baseline {len(base[0] & planted_c) / max(1, len(planted_c)):.3f}  "
           f"ours {len(ours[0] & set(contaminated)) / max(1, len(contaminated)):.3f}; false positives: "
           f"baseline {len(base[0] - planted_c)}  ours {len(ours[0] - set(contaminated))}")
+    t0 = time.perf_counter()
+    found = {i for i, hs in enumerate(index.check_texts(texts2, "prompt")) if hs}
+    print(f"{'':28s} all three methods (exact + n-gram + MinHash LSH), ours: {n / (time.perf_counter() - t0):.0f} samples/s, "
+          f"recall {len(found & set(contaminated)) / max(1, len(contaminated)):.3f}, false positives {len(found - set(contaminated))}")
 
     from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
 

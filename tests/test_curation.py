@@ -13,7 +13,7 @@ from nebula_utils.config import ConfigError
 from nebula_utils.data.decontam import (BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks,
                                         load_registry)
 from nebula_utils.data.dedup import deduplicate
-from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_shingles, token_spans, tokenize
+from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_ngrams, text_shingles, token_spans, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -108,6 +108,10 @@ def test_numpy_tokens_equal_tokenize_on_punctuation_unicode_and_spaces():
     b, first_b, words_b = ngram_hashes(["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B."], 3)
     assert (first_a.tolist(), words_a.tolist(), first_b.tolist(), words_b.tolist()) == ([0, 7, 8], [9, 2, 0], [0, 1, 8], [2, 9, 2])
     assert a[:8].tolist() == b[1:].tolist() and len(set(a[:7].tolist())) == 7
+    texts = ["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B.", "the quick brown fox jumps over the lazy dog"]
+    (whole, first), (tri, tri_first) = text_ngrams(texts, (0, 3))[0]
+    assert first.tolist() == [0, 1, 2, 3] and whole[1] == whole[3] and whole[2] == a[7] and len(set(whole.tolist())) == 3
+    assert tri.tolist() == ngram_hashes(texts, 3)[0].tolist() and tri_first.tolist() == ngram_hashes(texts, 3)[1].tolist()
 
 
 def _reference_ngram_hits(bench_texts, rows, n, min_overlap, min_matches, max_df, min_words):

@@ -194,37 +194,55 @@ def ngram_hashes(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, 
     """(64-bit word n-gram hashes of all rows, first n-gram of each row, word count of each row).
 
     Tokens are `tokenize`'s. A row shorter than n words has one n-gram: all its words (an empty
-    row's is 0; callers skip empty texts). Hashes are stable across processes and machines but
-    differ from `shingle_hashes`' (CRC-32 words); they are only compared with each other.
+    row's is 0; callers skip empty texts). n = 0: one hash per row, of all its words (an exact-match
+    key). Hashes are stable across processes and machines but differ from `shingle_hashes`'
+    (CRC-32 words); they are only compared with each other.
     """
-    if n < 1:
-        raise ValueError(f"n-gram size must be >= 1, got {n}")
-    parts, sizes, counts = [], [], []
-    row, total = 0, 0
+    (grams,), n_words = text_ngrams(texts, (n,))
+    return grams[0], grams[1], n_words
+
+
+def text_ngrams(texts: Sequence[str], ns: Sequence[int]) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """([(hashes, first n-gram of each row) for each n in ns], word count of each row): one
+    tokenisation for several n-gram sizes (see `ngram_hashes`)."""
+    if any(n < 0 for n in ns):
+        raise ValueError(f"n-gram sizes must be >= 0, got {list(ns)}")
+    chunks, row, total = [], 0, 0
     for end in range(1, len(texts) + 1):  # chunks of ~CHUNK_BYTES of text
         total += len(texts[end - 1])
         if total >= CHUNK_BYTES or end == len(texts):
-            h, first, words = _ngram_chunk(texts[row:end], n)
-            parts.append(h)
-            sizes.append(first)
-            counts.append(words)
+            chunks.append(_ngram_chunk(texts[row:end], ns))
             row, total = end, 0
-    if not parts:
-        return np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64)
-    offsets = np.cumsum([0] + [len(h) for h in parts[:-1]])
-    first = np.concatenate([f + o for f, o in zip(sizes, offsets)])
-    return np.concatenate(parts), first, np.concatenate(counts)
+    n_words = np.concatenate([c[1] for c in chunks]) if chunks else np.empty(0, np.int64)
+    out = []
+    for k in range(len(ns)):
+        parts = [c[0][k] for c in chunks]
+        offsets = np.cumsum([0] + [len(h) for h, _ in parts[:-1]])
+        out.append((np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64),
+                    np.concatenate([f + o for (_, f), o in zip(parts, offsets)]) if parts else np.empty(0, np.int64)))
+    return out, n_words
 
 
-def _ngram_chunk(texts: Sequence[str], n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ngram_chunk(texts: Sequence[str], ns: Sequence[int]) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     buf, starts, ends, row_tok = token_spans(texts)
     words = _fmix64(_poly_spans(buf.astype(np.uint64), starts, ends))
     n_words = np.diff(row_tok)
-    counts = np.maximum(n_words - n + 1, 1)
-    first = np.cumsum(counts) - counts
-    gram_start = np.arange(counts.sum(), dtype=np.int64) + np.repeat(row_tok[:-1] - first, counts)
-    gram_end = np.minimum(gram_start + n, np.repeat(row_tok[1:], counts))
-    return _fmix64(_poly_spans(words, gram_start, gram_end)), first, n_words
+    out = []
+    for n in ns:
+        counts = np.maximum(n_words - n + 1, 1) if n else np.ones_like(n_words)
+        first = np.cumsum(counts) - counts
+        gram_start = np.arange(counts.sum(), dtype=np.int64) + np.repeat(row_tok[:-1] - first, counts)
+        gram_end = np.minimum(gram_start + n, np.repeat(row_tok[1:], counts)) if n else row_tok[1:]
+        out.append((_fmix64(_poly_spans(words, gram_start, gram_end)), first))
+    return out, n_words
+
+
+def select_rows(hashes: np.ndarray, first: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (hashes, first) of the given rows only, from a flat (hashes, first) pair."""
+    counts = np.diff(np.append(first, len(hashes)))[rows]
+    new_first = np.cumsum(counts) - counts
+    idx = np.arange(counts.sum(), dtype=np.int64) + np.repeat(first[rows] - new_first, counts)
+    return hashes[idx], new_first
 
 
 class MinHasher:
@@ -260,6 +278,10 @@ class MinHasher:
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
         return self.signatures_of_tokens([tokenize(t) for t in texts])
+
+    def signatures_of_hashes(self, hashes: np.ndarray, first: np.ndarray) -> np.ndarray:
+        """Signatures from 64-bit shingle hashes (e.g. `text_ngrams`'), their top 32 bits."""
+        return self.from_hashes32((hashes >> np.uint64(32)).astype(np.uint32), first)
 
     def signatures_of_tokens(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
         hashes, first = shingle_hashes(token_lists, self.shingle_n, self.words)
