@@ -4,10 +4,12 @@ Why not datasketch's `MinHash().update_batch` per row: it hashes every shingle w
 Python loop and permutes one set per call (~3k rows/s on 200-word texts). Here a whole batch of
 rows is hashed at once with numpy:
 
-1. tokens: lower-cased `\\w+` words; each distinct word is hashed once with CRC-32 (stable across
-   processes and machines, unlike `hash()`) and cached.
-2. shingles: the word n-grams of every row of the batch in one flat array; an n-gram hash is a
-   multiply-add of its word hashes with fixed odd 64-bit constants, then a 64-bit avalanche.
+1. tokens and shingles of raw texts (`text_ngrams`, used by `MinHasher.signatures` and the
+   decontamination index): tokenised and hashed on the batch's bytes in numpy, see below;
+   of token lists (`shingle_hashes`): each distinct word hashed once with CRC-32 and cached, an
+   n-gram hash a multiply-add of its word hashes with fixed odd 64-bit constants, then a 64-bit
+   avalanche. Both are stable across processes and machines, unlike `hash()`.
+2. shingles: the word n-grams of every row of the batch in one flat array.
 3. MinHash: datasketch's own `affine32` scheme (its permutation parameters, the MurmurHash3
    32-bit pre-mix, `a*h+b mod 2^32`), applied to a (shingles x permutations) matrix and
    min-reduced per row with `np.minimum.reduceat`. Given the same input hashes the signature is
@@ -277,7 +279,8 @@ class MinHasher:
         return out
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
-        return self.signatures_of_tokens([tokenize(t) for t in texts])
+        """Signatures of raw texts, tokenised and shingled in numpy (`ngram_hashes`)."""
+        return self.signatures_of_hashes(*ngram_hashes(texts, self.shingle_n)[:2])
 
     def signatures_of_hashes(self, hashes: np.ndarray, first: np.ndarray) -> np.ndarray:
         """Signatures from 64-bit shingle hashes (e.g. `text_ngrams`'), their top 32 bits."""
