@@ -1,8 +1,9 @@
 """Stages 14_classify_sample and 15_decontam: configs and the calls their notebooks make.
 
 14_classify_sample: label every row with a task (rules + embedding classifier, data/classify.py),
-then keep `target_fraction` of the rows with per-task quotas, chosen by k-center greedy on the
-prompt embeddings (data/diversity.py); coverage is compared with random samples of the same quotas.
+then keep `target_fraction` of the rows with per-task quotas, chosen inside each task by k-center
+greedy or k-means medoids (`selection`) on the prompt embeddings (data/diversity.py); the coverage
+of both pickers is compared with random samples of the same quotas.
 
 15_decontam: exact + near dedup inside the corpus (data/dedup.py), then the check of every row's
 prompt and answer against the benchmark quarantine registry (data/decontam.py). Duplicates are
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT, StageConfig
+from .config import REPO_ROOT, ConfigError, StageConfig
 
 
 def repo_path(path: str) -> Path:
@@ -39,8 +40,15 @@ class ClassifySampleConfig(StageConfig):
     relabel: bool  # write the predicted task into each row's `task`
     target_fraction: float  # rows kept by the diversity sample
     min_per_category: int
+    selection: str  # kcenter (min max distance) | kmeans (min mean distance) | random
     random_baseline_seeds: int  # random samples with the same quotas, for the coverage baseline
     embed_batch_size: int
+
+    def __post_init__(self) -> None:
+        from .data.diversity import METHODS
+
+        if self.selection not in METHODS:
+            raise ConfigError(f"14_classify_sample: key 'selection' is {self.selection!r} (known: {', '.join(METHODS)})")
 
 
 @dataclass
@@ -80,34 +88,39 @@ class Classified:
     how: list[str]
     heldout: dict[str, Any]
     groups: dict[str, int]
+    from_cache: dict[str, bool]  # classifier / row embeddings read from ~/.cache/nebula
 
 
 def classify_rows(cfg: ClassifySampleConfig) -> Classified:
-    """Train the classifier on labelled prompts (held-out accuracy first) and label every row."""
-    from .data.classify import TaskClassifier, embed, heldout_accuracy, labelled_prompts
+    """Train the classifier on labelled prompts (held-out accuracy first; cached by its inputs'
+    hash) and label every row (embeddings cached by the texts' hash)."""
+    from .data.classify import embed_cached, train_classifier
     from .data.dedup import dataset_sides
     from .data.versions import load_version
 
     ds = load_version(repo_path(cfg.data))
     shared = repo_path(cfg.shared_data_dir) if cfg.shared_data_dir else ""
-    texts, labels, groups = labelled_prompts(cfg.classifier_per_class, cfg.seed, shared)
-    lab_emb = embed(texts, cfg.embed_batch_size)
-    heldout = heldout_accuracy(texts, labels, lab_emb, cfg.classifier_holdout, cfg.seed, cfg.classifier_C)
-    clf = TaskClassifier(C=cfg.classifier_C, seed=cfg.seed).fit(lab_emb, labels)
+    trained = train_classifier(cfg.classifier_per_class, cfg.seed, shared, cfg.classifier_holdout, cfg.classifier_C,
+                               cfg.embed_batch_size)
     prompts = dataset_sides(ds)[0]
-    emb = embed(prompts, cfg.embed_batch_size)
-    predicted, how = clf.predict(prompts, emb)
-    return Classified(ds, prompts, emb, predicted, how, heldout, groups)
+    emb, emb_cached = embed_cached(prompts, cfg.embed_batch_size)
+    predicted, how = trained.classifier.predict(prompts, emb)
+    return Classified(ds, prompts, emb, predicted, how, trained.heldout, trained.groups,
+                      {"classifier": trained.cached, "embeddings": emb_cached})
 
 
 def diversity_sample(cfg: ClassifySampleConfig, c: Classified) -> dict[str, Any]:
-    """Quotas, the k-center selection and its coverage next to random selections."""
+    """Quotas, the `selection` pick, and the coverage of each picker next to random selections."""
     from .data.diversity import category_quotas, coverage, random_coverage, select
 
     target = max(1, round(cfg.target_fraction * len(c.labels)))
     quotas = category_quotas(c.labels, target, cfg.min_per_category)
-    chosen = select(c.embeddings, c.labels, quotas, seed=cfg.seed)
+    picks = {m: select(c.embeddings, c.labels, quotas, seed=cfg.seed, method=m) for m in ("kcenter", "kmeans")}
+    chosen = picks.get(cfg.selection)
+    if chosen is None:
+        chosen = select(c.embeddings, c.labels, quotas, seed=cfg.seed, method=cfg.selection)
     return {"quotas": quotas, "selected": chosen, "coverage": coverage(c.embeddings, chosen),
+            "by_method": {m: coverage(c.embeddings, p) for m, p in picks.items()},
             "random": random_coverage(c.embeddings, c.labels, quotas, range(cfg.seed, cfg.seed + cfg.random_baseline_seeds))}
 
 

@@ -27,8 +27,10 @@
 #    then a logistic regression on all-MiniLM-L6-v2 embeddings trained on labelled prompts from
 #    real sources; its accuracy is measured on a held-out part of those prompts (95% bootstrap CI);
 # 2. **samples** `target_fraction` of the rows with proportional per-task quotas, picking inside
-#    each task by k-center greedy (farthest point first) on the embeddings;
-# 3. compares the **coverage** of the selection (distance of every row to its nearest selected
+#    each task (`selection`) by k-center greedy (farthest point first: the smallest *maximum*
+#    distance, rare prompts first) or by k-means medoids (the row nearest each of k centroids: the
+#    smallest *mean* distance, dense regions in proportion) on the embeddings;
+# 3. compares the **coverage** of both pickers (distance of every row to its nearest selected
 #    row) with random samples under the same quotas, and writes a child data version.
 
 # %% tags=["parameters"]
@@ -45,6 +47,7 @@ classifier_C: float = 4.0
 relabel: bool = True
 target_fraction: float = 0.5
 min_per_category: int = 1
+selection: str = "kcenter"
 random_baseline_seeds: int = 5
 embed_batch_size: int = 64
 
@@ -65,13 +68,15 @@ print(run.run_id, run.run_dir)
 # %% [markdown]
 # ## Classifier: labelled prompts and held-out accuracy
 # The classifier is fit on the training part of the labelled prompts, scored on the held-out
-# part, then refit on all of them to label the data.
+# part, then refit on all of them to label the data. The trained classifier (with its held-out
+# result) and the row embeddings are cached under `~/.cache/nebula`, keyed by a hash of all
+# their inputs, so a rerun skips gathering and embedding the labelled prompts.
 
 # %%
 classified = C.classify_rows(cfg)
 accuracy = bootstrap_mean(classified.heldout["correct"], seed=cfg.seed)
 accuracy_emb = bootstrap_mean(classified.heldout["correct_embedding_only"], seed=cfg.seed)
-print("labelled prompts per source group:", classified.groups)
+print("labelled prompts per source group:", classified.groups, "| from cache:", classified.from_cache)
 pd.DataFrame([{"classifier": "rules + embedding", **accuracy.as_metric()},
               {"classifier": "embedding only", **accuracy_emb.as_metric()}])
 
@@ -97,9 +102,9 @@ rows["by"].value_counts().to_frame("rows")
 sample = C.diversity_sample(cfg, classified)
 random_mean = np.array([r["mean"] for r in sample["random"]])
 random_max = np.array([r["max"] for r in sample["random"]])
-coverage = pd.DataFrame([{"selection": "k-center greedy", **sample["coverage"]},
-                         {"selection": f"random (mean of {len(random_mean)})", "mean": random_mean.mean(), "max": random_max.mean()}])
-print("quotas:", sample["quotas"])
+coverage = pd.DataFrame([{"selection": m, **cov} for m, cov in sample["by_method"].items()] +
+                        [{"selection": f"random (mean of {len(random_mean)})", "mean": random_mean.mean(), "max": random_max.mean()}])
+print("quotas:", sample["quotas"], "| written:", cfg.selection, sample["coverage"])
 coverage
 
 # %%
@@ -134,8 +139,9 @@ run.log_metrics({
     "rows_in": {"value": len(classified.ds)},
     "rows_out": {"value": info.num_rows, "n": info.num_rows},
     "relabelled_rows": {"value": manifests["processing"]["steps"][-1]["relabelled"]},
-    "coverage_mean_kcenter": {"value": sample["coverage"]["mean"]},
-    "coverage_max_kcenter": {"value": sample["coverage"]["max"]},
+    "coverage_mean_selected": {"value": sample["coverage"]["mean"]},
+    "coverage_max_selected": {"value": sample["coverage"]["max"]},
+    **{f"coverage_{k}_{m}": {"value": cov[k]} for m, cov in sample["by_method"].items() for k in ("mean", "max")},
     "coverage_mean_random": {"value": float(random_mean.mean()), "n": len(random_mean)},
     "coverage_max_random": {"value": float(random_max.mean()), "n": len(random_max)},
 })

