@@ -47,7 +47,7 @@ classifier_C: float = 4.0
 relabel: bool = True
 target_fraction: float = 0.5
 min_per_category: int = 1
-selection: str = "kcenter"
+selection: str = "kmeans"
 random_baseline_seeds: int = 5
 embed_batch_size: int = 64
 
