@@ -328,7 +328,7 @@ def test_classify_sample_config_rejects_an_unknown_selection():
     from nebula_utils.config import merge_layers, stage_defaults
 
     values = merge_layers(C.ClassifySampleConfig, "14_classify_sample", stage_defaults("14_classify_sample"))
-    assert C.ClassifySampleConfig(**values).selection == "kcenter"
+    assert C.ClassifySampleConfig(**values).selection == "kmeans"
     with pytest.raises(ConfigError, match="key 'selection' is 'kmedoids'"):
         C.ClassifySampleConfig(**values | {"selection": "kmedoids"})
 
