@@ -57,7 +57,7 @@ def sampling(cfg: DifficultyConfig) -> Any:
 
 def load_prompts(cfg: DifficultyConfig) -> tuple[list[dict], dict[str, Any]]:
     """(rows, the `select` step) of the input rl version."""
-    from .data.manifests import processing_step
+    from .data.mixing import select_subset
     from .data.versions import load_version, read_manifests
 
     cfg.check()
@@ -65,11 +65,7 @@ def load_prompts(cfg: DifficultyConfig) -> tuple[list[dict], dict[str, Any]]:
     if schema != "rl":
         raise ValueError(f"{cfg.data}: 13_difficulty grades rl prompts, got a {schema} version")
     ds = load_version(cfg.data)
-    n_in = len(ds)
-    if cfg.max_prompts and n_in > cfg.max_prompts:
-        ds = ds.shuffle(seed=cfg.seed).select(range(cfg.max_prompts))
-    step = processing_step("select", count_in=n_in, count_out=len(ds), params={"max_prompts": cfg.max_prompts, "seed": cfg.seed},
-                           drop_reasons={"not_selected": n_in - len(ds)} if n_in > len(ds) else {})
+    ds, step = select_subset(ds, cfg.max_prompts, cfg.seed)
     return list(ds), step
 
 

@@ -71,17 +71,13 @@ def synth_sampling(cfg: DistillConfig) -> Any:
 def load_prompts(cfg: DistillConfig) -> tuple[list[dict], dict[str, Any], dict[str, Any]]:
     """(prompt records, input manifests, the `select` step) from the input data version."""
     from .data.distillation import prompt_records
-    from .data.manifests import processing_step
+    from .data.mixing import select_subset
     from .data.versions import load_version, read_manifests
 
     cfg.check()
     manifests = read_manifests(cfg.data)
     ds = load_version(cfg.data)
-    n_in = len(ds)
-    if cfg.max_prompts and n_in > cfg.max_prompts:
-        ds = ds.shuffle(seed=cfg.seed).select(range(cfg.max_prompts))
-    step = processing_step("select", count_in=n_in, count_out=len(ds), params={"max_prompts": cfg.max_prompts, "seed": cfg.seed},
-                           drop_reasons={"not_selected": n_in - len(ds)} if n_in > len(ds) else {})
+    ds, step = select_subset(ds, cfg.max_prompts, cfg.seed)
     return prompt_records(ds, manifests["version"]["schema"]), manifests, step
 
 

@@ -71,3 +71,13 @@ def mix_changelog(before: Mapping[str, Mapping[str, int]], after: Mapping[str, M
             for k in keys if before.get(group, {}).get(k, 0) != after.get(group, {}).get(k, 0)
         }
     return {"reason": reason, "changes": changes}
+
+
+def select_subset(ds: Dataset, max_rows: int, seed: int) -> tuple[Dataset, dict]:
+    """A seeded random subset of at most `max_rows` rows (0 = all) and its balanced `select` step."""
+    n_in = len(ds)
+    if max_rows and n_in > max_rows:
+        ds = ds.shuffle(seed=seed).select(range(max_rows))
+    step = processing_step("select", count_in=n_in, count_out=len(ds), params={"max_prompts": max_rows, "seed": seed},
+                           drop_reasons={"not_selected": n_in - len(ds)} if n_in > len(ds) else {})
+    return ds, step
