@@ -16,6 +16,11 @@ duplicates (a copy with 1% of its words replaced) of earlier samples and, for de
    ours with all three methods (exact, n-gram, MinHash LSH), as 15_decontam runs it.
 3. per-category k-center greedy and k-means medoids vs random selection on skewed clustered
    embeddings (coverage: mean and max distance to the nearest pick; lower is better).
+4. exact dedup: baseline = an md5-of-normalised-text set loop; ours = dedup.deduplicate(near=False).
+5. cross-verification rule gates (format + length/echo/repetition/language heuristics) per
+   candidate, on the first --gate-n samples: throughput only (no library does these gates).
+6. task classification on the first --classify-n samples: rules + all-MiniLM-L6-v2 embeddings
+   batched (ours) vs the same model encoding one text at a time (the per-row baseline).
 
 Throughput is samples/s on one core (the process runs single-threaded); peak memory is
 tracemalloc's peak of Python + numpy allocations during the stage on its first 5,000 samples.
@@ -155,6 +160,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples (default 100,000)")
     parser.add_argument("--baseline-n", type=int, default=0, help="samples for the slow baselines (default = --n)")
+    parser.add_argument("--gate-n", type=int, default=5_000, help="samples for the filter gates (langdetect is ~ms/row)")
+    parser.add_argument("--classify-n", type=int, default=1_000, help="samples for MiniLM classification")
     args = parser.parse_args()
     n, nb = args.n, args.baseline_n or args.n
     texts, planted = corpus(n)
@@ -201,6 +208,74 @@ def main() -> None:
         t0 = time.perf_counter()
         cov = coverage(x, select(x, labels, quotas, method=method))
         print(f"{'':28s} {method:8s} {cov['mean']:.3f}/{cov['max']:.3f} in {time.perf_counter() - t0:.2f}s")
+
+
+    more_stages(texts, nb, args.gate_n, args.classify_n)
+
+
+def baseline_exact(texts: list[str]) -> set[int]:
+    import hashlib
+
+    seen, dups = set(), set()
+    for i, text in enumerate(texts):
+        key = hashlib.md5(" ".join(text.lower().split()).encode()).hexdigest()
+        if key in seen:
+            dups.add(i)
+        seen.add(key)
+    return dups
+
+
+def ours_exact(texts: list[str]) -> set[int]:
+    from nebula_utils.data.dedup import deduplicate
+
+    result = deduplicate(texts, near=False)
+    return {i for i, k in enumerate(result.keep) if not k}
+
+
+def gates(texts: list[str]) -> int:
+    from nebula_utils.data.crossverify import FilterRules, format_gate, heuristics_gate
+
+    rules = FilterRules(keep_rules={"default": ["format", "heuristics"]})
+    prompt = [{"role": "user", "content": "Write about the topic."}]
+    return sum(format_gate(prompt, t, "stop", "general_chat", None, None).passed
+               and heuristics_gate(t, "Write about the topic.", "general_chat", rules).passed for t in texts)
+
+
+def classify_batched(texts: list[str]) -> list[str]:
+    from nebula_utils.data.classify import embed, rule_label
+
+    rules = [rule_label(t)[0] for t in texts]
+    return rules + [str(v) for v in embed(texts).shape]
+
+
+def classify_per_row(texts: list[str]) -> list[str]:
+    from nebula_utils.data.classify import embedding_model, rule_label
+
+    model = embedding_model()
+    rules = [rule_label(t)[0] for t in texts]
+    return rules + [str(model.encode([t], normalize_embeddings=True).shape) for t in texts]
+
+
+def more_stages(texts: list[str], nb: int, gate_n: int, classify_n: int) -> None:
+    dup_texts = texts + texts[: len(texts) // 50]  # 2% exact copies, spread through the corpus
+    dup_texts = [dup_texts[i] for i in np.random.default_rng(3).permutation(len(dup_texts))]
+    base = measure(baseline_exact, dup_texts[:nb])
+    ours = measure(ours_exact, dup_texts)
+    report("exact dedup", nb, base, (None, ours[1] * nb / len(dup_texts), ours[2]))
+    print(f"{'':28s} duplicates found: baseline {len(base[0])} in {nb}  ours {len(ours[0])} in {len(dup_texts)} "
+          f"({len(texts) // 50} copies planted)")
+    gate_texts = texts[:gate_n]
+    t0 = time.perf_counter()
+    passed = gates(gate_texts)
+    print(f"{'filter gates (format+heur.)':28s} ours {gate_n / (time.perf_counter() - t0):9.0f} samples/s "
+          f"({passed} of {gate_n} pass)")
+    from nebula_utils.data.classify import embedding_model
+
+    embedding_model()  # load the model before timing either side
+    cls_texts = [" ".join(t.split()[:60]) for t in texts[:classify_n]]
+    base = measure(classify_per_row, cls_texts)
+    ours = measure(classify_batched, cls_texts)
+    report("classification (MiniLM)", classify_n, base, ours)
 
 
 if __name__ == "__main__":

