@@ -183,6 +183,7 @@ def _shim_functions(value: Any, official_utils: str) -> Any:
 def _humaneval_config(b: Benchmark, official: Path) -> dict[str, Any]:
     from lm_eval.tasks._yaml_loader import load_yaml
 
+    official = official.resolve()  # lm-eval reports function specs under the real path (venv links)
     raw = load_yaml(official, resolve_func=False)  # function specs come back as "<dir>/utils.<name>"
     return _shim_functions(raw, str(official.parent / "utils") + ".")
 
