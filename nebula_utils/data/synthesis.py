@@ -128,6 +128,14 @@ def _finish(school: str, records: list, attempts: list, drops: Counter, params: 
     return Synthesized(records, step, attempts)
 
 
+def _log_attempt(attempts: list[dict], drops: Counter, reason: str | None, **fields: Any) -> bool:
+    """Record one generated prompt with its verdict; True when it is kept (every school balances)."""
+    attempts.append(fields | {"reason": reason or "kept"})
+    if reason:
+        drops[reason] += 1
+    return reason is None
+
+
 def self_instruct(generator: Any, seeds: Sequence[str], n: int, params: SamplingParams, *, seed: int = 0,
                   num_examples: int = 3, min_words: int = 3, max_words: int = 150,
                   allow_truncated: bool = False) -> Synthesized:
@@ -149,9 +157,7 @@ def self_instruct(generator: Any, seeds: Sequence[str], n: int, params: Sampling
             reason = "unsupported_modality"
         if reason is None and max_rouge(text, pool, scorer) > ROUGE_MAX:
             reason = "too_similar"
-        attempts.append({"text": text, "finish_reason": completion.finish_reason, "reason": reason or "kept"})
-        if reason:
-            drops[reason] += 1
+        if not _log_attempt(attempts, drops, reason, text=text, finish_reason=completion.finish_reason):
             continue
         pool.append(text)
         records.append(_record("self_instruct", i, text, generator.model_spec))
@@ -209,10 +215,8 @@ def evol_instruct(generator: Any, seeds: Sequence[dict[str, Any]], n: int, param
             reasons[i] = None if answer == "yes" else f"model_check:{answer or 'unparsed'}"
     records, attempts, drops = [], [], Counter()
     for i, ((parent, op), text, reason, (c,)) in enumerate(zip(picks, evolved, reasons, outs)):
-        attempts.append({"seed": parent["id"], "operation": op, "text": text, "finish_reason": c.finish_reason,
-                         "reason": reason or "kept"})
-        if reason:
-            drops[reason] += 1
+        if not _log_attempt(attempts, drops, reason, seed=parent["id"], operation=op, text=text,
+                            finish_reason=c.finish_reason):
             continue
         records.append(_record("evol_instruct", i, text, generator.model_spec, parent["task"],
                                [*parent.get("parents", []), parent["id"]]) | {"evol_operation": op})
@@ -245,9 +249,7 @@ def magpie(generator: Any, n: int, params: SamplingParams, *, min_words: int = 3
         key = " ".join(_words(text))
         if reason is None and key in seen:
             reason = "duplicate"
-        attempts.append({"text": text, "finish_reason": completion.finish_reason, "reason": reason or "kept"})
-        if reason:
-            drops[reason] += 1
+        if not _log_attempt(attempts, drops, reason, text=text, finish_reason=completion.finish_reason):
             continue
         seen.add(key)
         records.append(_record("magpie", i, text, generator.model_spec))
