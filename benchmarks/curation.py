@@ -85,7 +85,9 @@ def baseline_near_dedup(texts: list[str]) -> set[int]:
     for i, text in enumerate(texts):
         toks = tokenize(text)
         m = MinHash(num_perm=NUM_PERM)
-        m.update_batch([" ".join(toks[j:j + SHINGLE]).encode("utf-8") for j in range(max(1, len(toks) - SHINGLE + 1))])
+        m.update_batch(
+            [" ".join(toks[j : j + SHINGLE]).encode("utf-8") for j in range(max(1, len(toks) - SHINGLE + 1))]
+        )
         if lsh.query(m):
             dups.add(i)
         else:
@@ -98,7 +100,7 @@ def ours_near_dedup(texts: list[str], batch: int = 4096) -> set[int]:
     index, dups = MinHashIndex(THRESHOLD, hasher), set()
     with paused_gc():
         for lo in range(0, len(texts), batch):
-            for i, sig in enumerate(hasher.signatures(texts[lo:lo + batch]), start=lo):
+            for i, sig in enumerate(hasher.signatures(texts[lo : lo + batch]), start=lo):
                 if index.add_unless_near(sig) is not None:
                     dups.add(i)
     return dups
@@ -130,15 +132,15 @@ def baseline_ngram(texts: list[str], bench: BenchmarkItems, n: int = 8) -> set[i
     for item, text in zip(bench.ids, bench.prompts):
         toks = tokenize(text)
         for j in range(len(toks) - n + 1):
-            grams.setdefault(tuple(toks[j:j + n]), item)
+            grams.setdefault(tuple(toks[j : j + n]), item)
     totals = {}
-    for g, item in grams.items():
+    for _gram, item in grams.items():
         totals[item] = totals.get(item, 0) + 1
     hits = set()
     for i, text in enumerate(texts):
         toks = tokenize(text)
         found = {}
-        for g in {tuple(toks[j:j + n]) for j in range(len(toks) - n + 1)}:
+        for g in {tuple(toks[j : j + n]) for j in range(len(toks) - n + 1)}:
             if (item := grams.get(g)) is not None:
                 found[item] = found.get(item, 0) + 1
         if any(c >= 3 and c / totals[item] >= 0.5 for item, c in found.items()):
@@ -152,15 +154,19 @@ def ours_ngram(texts: list[str], index: DecontamIndex) -> set[int]:
 
 def report(name: str, n: int, base: tuple, ours: tuple) -> None:
     (_, tb, mb), (_, to, mo) = base, ours
-    print(f"{name:28s} baseline {n / tb:9.0f} samples/s  peak {mb:7.1f} MiB | ours {n / to:9.0f} samples/s  "
-          f"peak {mo:7.1f} MiB | speed-up x{tb / to:.2f}")
+    print(
+        f"{name:28s} baseline {n / tb:9.0f} samples/s  peak {mb:7.1f} MiB | ours {n / to:9.0f} samples/s  "
+        f"peak {mo:7.1f} MiB | speed-up x{tb / to:.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="samples (default 100,000)")
     parser.add_argument("--baseline-n", type=int, default=0, help="samples for the slow baselines (default = --n)")
-    parser.add_argument("--gate-n", type=int, default=5_000, help="samples for the filter gates (langdetect is ~ms/row)")
+    parser.add_argument(
+        "--gate-n", type=int, default=5_000, help="samples for the filter gates (langdetect is ~ms/row)"
+    )
     parser.add_argument("--classify-n", type=int, default=1_000, help="samples for MiniLM classification")
     args = parser.parse_args()
     n, nb = args.n, args.baseline_n or args.n
@@ -173,8 +179,10 @@ def main() -> None:
     recall_b = len(base[0] & planted_b) / max(1, len(planted_b))
     recall_o = len(ours[0] & set(planted)) / max(1, len(planted))
     report("minhash near-dedup", nb, base, (None, ours[1] * nb / n, ours[2]))
-    print(f"{'':28s} recall on planted near duplicates: baseline {recall_b:.3f}  ours {recall_o:.3f}; "
-          f"flagged beyond planted: baseline {len(base[0] - planted_b)}  ours {len(ours[0] - set(planted))}")
+    print(
+        f"{'':28s} recall on planted near duplicates: baseline {recall_b:.3f}  ours {recall_o:.3f}; "
+        f"flagged beyond planted: baseline {len(base[0] - planted_b)}  ours {len(ours[0] - set(planted))}"
+    )
 
     bench = benchmark_items(2_000)
     texts2 = list(texts)
@@ -184,31 +192,39 @@ def main() -> None:
     ours = measure(ours_ngram, texts2, index)
     planted_c = {i for i in contaminated if i < nb}
     report("n-gram decontamination", nb, base, (None, ours[1] * nb / n, ours[2]))
-    print(f"{'':28s} recall on planted benchmark items: baseline {len(base[0] & planted_c) / max(1, len(planted_c)):.3f}  "
-          f"ours {len(ours[0] & set(contaminated)) / max(1, len(contaminated)):.3f}; false positives: "
-          f"baseline {len(base[0] - planted_c)}  ours {len(ours[0] - set(contaminated))}")
+    print(
+        f"{'':28s} recall on planted benchmark items: baseline {len(base[0] & planted_c) / max(1, len(planted_c)):.3f}  "
+        f"ours {len(ours[0] & set(contaminated)) / max(1, len(contaminated)):.3f}; false positives: "
+        f"baseline {len(base[0] - planted_c)}  ours {len(ours[0] - set(contaminated))}"
+    )
     t0 = time.perf_counter()
     found = {i for i, hs in enumerate(index.check_texts(texts2, "prompt")) if hs}
-    print(f"{'':28s} all three methods (exact + n-gram + MinHash LSH), ours: {n / (time.perf_counter() - t0):.0f} samples/s, "
-          f"recall {len(found & set(contaminated)) / max(1, len(contaminated)):.3f}, false positives {len(found - set(contaminated))}")
+    print(
+        f"{'':28s} all three methods (exact + n-gram + MinHash LSH), ours: {n / (time.perf_counter() - t0):.0f} samples/s, "
+        f"recall {len(found & set(contaminated)) / max(1, len(contaminated)):.3f}, false positives {len(found - set(contaminated))}"
+    )
 
     from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
 
     rng = np.random.default_rng(0)
     sizes = rng.zipf(1.6, size=50).clip(1, 2_000)
-    x = np.concatenate([c + 0.1 * rng.normal(size=(s, 64)) for c, s in zip(rng.normal(size=(50, 64)), sizes)]).astype(np.float32)
+    x = np.concatenate([c + 0.1 * rng.normal(size=(s, 64)) for c, s in zip(rng.normal(size=(50, 64)), sizes)]).astype(
+        np.float32
+    )
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     labels = [str(i % 6) for i in range(len(x))]
     quotas = category_quotas(labels, max(6, len(x) // 20))
     rand = random_coverage(x, labels, quotas, range(5))
     import sklearn.cluster  # noqa: F401  (imported before the timing)
-    print(f"{'diversity selection':28s} {len(x)} points in 6 categories -> {sum(quotas.values())}; coverage mean/max "
-          f"(lower = better): random {np.mean([r['mean'] for r in rand]):.3f}/{np.mean([r['max'] for r in rand]):.3f} (5 seeds)")
+
+    print(
+        f"{'diversity selection':28s} {len(x)} points in 6 categories -> {sum(quotas.values())}; coverage mean/max "
+        f"(lower = better): random {np.mean([r['mean'] for r in rand]):.3f}/{np.mean([r['max'] for r in rand]):.3f} (5 seeds)"
+    )
     for method in ("kcenter", "kmeans"):
         t0 = time.perf_counter()
         cov = coverage(x, select(x, labels, quotas, method=method))
         print(f"{'':28s} {method:8s} {cov['mean']:.3f}/{cov['max']:.3f} in {time.perf_counter() - t0:.2f}s")
-
 
     more_stages(texts, nb, args.gate_n, args.classify_n)
 
@@ -237,8 +253,11 @@ def gates(texts: list[str]) -> int:
 
     rules = FilterRules(keep_rules={"default": ["format", "heuristics"]})
     prompt = [{"role": "user", "content": "Write about the topic."}]
-    return sum(format_gate(prompt, t, "stop", "general_chat", None, None).passed
-               and heuristics_gate(t, "Write about the topic.", "general_chat", rules).passed for t in texts)
+    return sum(
+        format_gate(prompt, t, "stop", "general_chat", None, None).passed
+        and heuristics_gate(t, "Write about the topic.", "general_chat", rules).passed
+        for t in texts
+    )
 
 
 def classify_batched(texts: list[str]) -> list[str]:
@@ -262,13 +281,17 @@ def more_stages(texts: list[str], nb: int, gate_n: int, classify_n: int) -> None
     base = measure(baseline_exact, dup_texts[:nb])
     ours = measure(ours_exact, dup_texts)
     report("exact dedup", nb, base, (None, ours[1] * nb / len(dup_texts), ours[2]))
-    print(f"{'':28s} duplicates found: baseline {len(base[0])} in {nb}  ours {len(ours[0])} in {len(dup_texts)} "
-          f"({len(texts) // 50} copies planted)")
+    print(
+        f"{'':28s} duplicates found: baseline {len(base[0])} in {nb}  ours {len(ours[0])} in {len(dup_texts)} "
+        f"({len(texts) // 50} copies planted)"
+    )
     gate_texts = texts[:gate_n]
     t0 = time.perf_counter()
     passed = gates(gate_texts)
-    print(f"{'filter gates (format+heur.)':28s} ours {gate_n / (time.perf_counter() - t0):9.0f} samples/s "
-          f"({passed} of {gate_n} pass)")
+    print(
+        f"{'filter gates (format+heur.)':28s} ours {gate_n / (time.perf_counter() - t0):9.0f} samples/s "
+        f"({passed} of {gate_n} pass)"
+    )
     from nebula_utils.data.classify import embedding_model
 
     embedding_model()  # load the model before timing either side

@@ -35,15 +35,19 @@ PROMPTS = [
 
 
 def measure(generator, prompts, params) -> dict:
-    from nebula_utils.generation import GenerationStats
+    from nebula_utils.inference.generation import GenerationStats
 
     generator.stats = GenerationStats()
     start = time.perf_counter()
     groups = generator.generate_full(prompts, params)
     seconds = time.perf_counter() - start
     tokens = sum(c.num_tokens for g in groups for c in g)
-    return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 1),
-            "truncated": sum(c.truncated for g in groups for c in g)}
+    return {
+        "tokens": tokens,
+        "seconds": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1),
+        "truncated": sum(c.truncated for g in groups for c in g),
+    }
 
 
 def main() -> None:
@@ -58,7 +62,7 @@ def main() -> None:
 
     import torch
 
-    from nebula_utils.generation import SamplingParams, make_generator
+    from nebula_utils.inference.generation import SamplingParams, make_generator
 
     gen = make_generator(args.model, backend=args.backend)
     params = SamplingParams(n=args.k, max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95, seed=0)
@@ -69,11 +73,25 @@ def main() -> None:
         gen.batch_size = bs
         results[bs] = measure(gen, prompts, params)
         base = results[min(results)]["tokens_per_s"]
-        print(f"batch {bs:>2}: {results[bs]['tokens_per_s']:7.1f} tok/s "
-              f"({results[bs]['tokens']} tokens in {results[bs]['seconds']} s, {results[bs]['truncated']} truncated) "
-              f"x{results[bs]['tokens_per_s'] / base:.2f} vs batch {min(results)}", flush=True)
-    print(json.dumps({"model": args.model, "backend": gen.spec()["backend"], "threads": torch.get_num_threads(),
-                      "prompts": len(prompts), "k": args.k, "max_new_tokens": args.max_new_tokens, "results": results}))
+        print(
+            f"batch {bs:>2}: {results[bs]['tokens_per_s']:7.1f} tok/s "
+            f"({results[bs]['tokens']} tokens in {results[bs]['seconds']} s, {results[bs]['truncated']} truncated) "
+            f"x{results[bs]['tokens_per_s'] / base:.2f} vs batch {min(results)}",
+            flush=True,
+        )
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "backend": gen.spec()["backend"],
+                "threads": torch.get_num_threads(),
+                "prompts": len(prompts),
+                "k": args.k,
+                "max_new_tokens": args.max_new_tokens,
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

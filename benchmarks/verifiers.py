@@ -37,8 +37,11 @@ def math_rows(data: Path, n: int) -> tuple[list[str], list[dict], str]:
     import reasoning_gym
 
     items = list(reasoning_gym.create_dataset("gsm_symbolic", size=n, seed=0))
-    return ([f"<answer>{e['answer']}</answer>" for e in items],
-            [{"answer": e["answer"], "question": e["question"]} for e in items], "reasoning-gym gsm_symbolic")
+    return (
+        [f"<answer>{e['answer']}</answer>" for e in items],
+        [{"answer": e["answer"], "question": e["question"]} for e in items],
+        "reasoning-gym gsm_symbolic",
+    )
 
 
 def ifeval_rows(data: Path, n: int) -> tuple[list[str], list[dict], str] | None:
@@ -46,18 +49,29 @@ def ifeval_rows(data: Path, n: int) -> tuple[list[str], list[dict], str] | None:
     if not path.is_file():
         return None
     rows = _jsonl(path, n)
-    answer = ("Rivers shape the land. They carry water, sand and stories from the hills to the sea.\n\n"
-              "People have always settled beside them, and cities still grow along their banks.")
+    answer = (
+        "Rivers shape the land. They carry water, sand and stories from the hills to the sea.\n\n"
+        "People have always settled beside them, and cities still grow along their banks."
+    )
     return [answer] * len(rows), rows, "ifeval"
 
 
 def format_rows(n: int) -> tuple[list[str], list[dict], str]:
-    schema = {"type": "object", "required": ["name", "age"],
-              "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
-    refs = [{"json_schema": schema}, {"required_sections": ["Summary", "Details"], "max_words": 80},
-            {"regex": r"\b\d{4}-\d{2}-\d{2}\b", "min_words": 3}]
-    answers = ['{"name": "Ada", "age": 36}', "# Summary\nShort.\n# Details\nLonger text here.",
-               "Shipped on 2024-05-01 by sea."]
+    schema = {
+        "type": "object",
+        "required": ["name", "age"],
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    }
+    refs = [
+        {"json_schema": schema},
+        {"required_sections": ["Summary", "Details"], "max_words": 80},
+        {"regex": r"\b\d{4}-\d{2}-\d{2}\b", "min_words": 3},
+    ]
+    answers = [
+        '{"name": "Ada", "age": 36}',
+        "# Summary\nShort.\n# Details\nLonger text here.",
+        "Shipped on 2024-05-01 by sea.",
+    ]
     return [answers[i % 3] for i in range(n)], [refs[i % 3] for i in range(n)], "synthetic format refs"
 
 
@@ -77,8 +91,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"CPU cores: {os.cpu_count()}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     print(f"{'verifier':<10} {'rows':>5} {'verif/s':>9} {'pass':>6}  data")
-    suites = [("math", {}, math_rows(args.data, args.n)), ("ifeval", {}, ifeval_rows(args.data, args.n)),
-              ("format", {}, format_rows(args.n))]
+    suites = [
+        ("math", {}, math_rows(args.data, args.n)),
+        ("ifeval", {}, ifeval_rows(args.data, args.n)),
+        ("format", {}, format_rows(args.n)),
+    ]
     for name, options, suite in suites:
         if suite is None:
             print(f"{name:<10} skipped: {args.data} has no data for it")
@@ -99,8 +116,10 @@ def main() -> None:
     for workers in (int(w) for w in args.workers.split(",")):
         per_s, pass_rate = rate(code, solutions, problems, workers=workers)
         base = base or per_s
-        print(f"{'code':<10} {len(problems):>5} {per_s:>9.1f} {pass_rate:>6.2f}  "
-              f"HumanEval canonical, sandbox, {workers} worker(s): {per_s / base:.2f}x vs 1 worker")
+        print(
+            f"{'code':<10} {len(problems):>5} {per_s:>9.1f} {pass_rate:>6.2f}  "
+            f"HumanEval canonical, sandbox, {workers} worker(s): {per_s / base:.2f}x vs 1 worker"
+        )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import PARAMS_DIR, REPO_ROOT, ConfigError, coerce, field_types, load_yaml
+from .config import ConfigError, coerce, field_types, load_yaml
+from .paths import PARAMS_DIR, repo_path
 from .pipeline import Pipeline, Step, build_step, expand_extends, pipeline_from_doc
 from .stages import stage_config_class
 
@@ -113,7 +114,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, list], Path]:
         raise ConfigError(f"{path}: unknown key '{unknown[0]}' (allowed: {', '.join(sorted(ABLATION_KEYS))})")
     if not doc.get("base"):
         raise ConfigError(f"{path}: 'base' (a pipeline file) is required")
-    base = Path(doc["base"]) if Path(doc["base"]).is_absolute() else REPO_ROOT / doc["base"]
+    base = repo_path(doc["base"])
     grid = doc.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise ConfigError(f"{path}: 'grid' must be a non-empty mapping of parameter -> list of values")
@@ -125,8 +126,9 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, list], Path]:
     return doc, grid, base
 
 
-def _report_step(doc: dict[str, Any], path: Path, variants: list[Variant], root: Path,
-                 params_dir: Path) -> Step | None:
+def _report_step(
+    doc: dict[str, Any], path: Path, variants: list[Variant], root: Path, params_dir: Path
+) -> Step | None:
     spec = doc.get("report")
     if spec is None:
         return None
@@ -136,20 +138,25 @@ def _report_step(doc: dict[str, Any], path: Path, variants: list[Variant], root:
     if bad:
         raise ConfigError(f"{path}: report: unknown key '{bad[0]}' (allowed: {', '.join(sorted(REPORT_KEYS))})")
     done = {f"variant{i}": v.pipeline.step(spec["step"]) for i, v in enumerate(variants)}
-    params = {"runs": [f"@{k}" for k in done], "labels": spec.get("labels") or [v.label for v in variants],
-              "baseline": spec.get("baseline", 0), "report_name": doc["ablation"]} | (spec.get("params") or {})
+    params = {
+        "runs": [f"@{k}" for k in done],
+        "labels": spec.get("labels") or [v.label for v in variants],
+        "baseline": spec.get("baseline", 0),
+        "report_name": doc["ablation"],
+    } | (spec.get("params") or {})
     raw = {"notebook": REPORT_NOTEBOOK, "name": REPORT_NOTEBOOK, "params": params}
     return build_step(raw, f"{path}: report", {}, done, root, params_dir)
 
 
-def load_ablation(path: str | Path, results_root: str | Path | None = None,
-                  params_dir: Path = PARAMS_DIR) -> Ablation:
+def load_ablation(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Ablation:
     path = Path(path)
     doc, grid, base_path = _read(path)
     name = str(doc.get("ablation") or path.stem)
     doc["ablation"] = name
     base = expand_extends(load_yaml(base_path), base_path)
-    base["steps"] = [s for s in base.get("steps") or [] if not (isinstance(s, dict) and s.get("notebook") == REPORT_NOTEBOOK)]
+    base["steps"] = [
+        s for s in base.get("steps") or [] if not (isinstance(s, dict) and s.get("notebook") == REPORT_NOTEBOOK)
+    ]
     for axis, value in (doc.get("overrides") or {}).items():
         _apply(base, axis, value, f"{path}: overrides '{axis}'")
     axes = list(grid)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -27,23 +29,78 @@ RUNTIME_KEYS = frozenset(
     {"run_dir", "run_id", "num_threads", "logging_steps", "dataloader_num_workers", "report_to", "upstream"}
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PARAMS_DIR = REPO_ROOT / "params"
-
 
 class ConfigError(ValueError):
     """A params problem the user must fix; str() is a single line naming file and key."""
 
 
+def doc(help: str) -> Any:
+    """A dataclass field documented once, where it is declared (TRL's `metadata={"help": ...}`
+    habit): say what it does, its unit and why it matters. No default: defaults live in YAML."""
+    return dataclasses.field(metadata={"help": help})
+
+
+def field_help(cls: type) -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclasses.dataclass
 class StageConfig:
-    """Keys every stage has (defaults in params/base.yaml)."""
+    """Keys every stage has (defaults in params/base.yaml).
 
-    seed: int
-    device: str  # auto | cpu | cuda
-    num_threads: int  # runtime-only: torch/OMP threads on CPU
-    run_dir: str  # runtime-only: set by the runner; "" -> results/interactive/<run_id>
-    run_id: str  # runtime-only: set by the runner; "" -> computed from the config
+    Subclasses check their values in `__post_init__` (one place per stage), so a bad value fails
+    when the config is built: by `nebula run --plan` before any step runs, and by a notebook's
+    first cell. Checks that need an upstream output to exist belong to the run, not here.
+    """
+
+    seed: int = doc("seeds python, numpy, torch and every sampler of the stage")
+    device: str = doc("auto (CUDA when available, else CPU) | cpu | cuda | cuda:<index>")
+    num_threads: int = doc(
+        "runtime-only: torch/OMP threads on CPU (generation ran up to 40x slower unbounded on 2 cores)"
+    )
+    run_dir: str = doc('runtime-only: the run folder, set by the runner; "" = results/interactive/<run id>')
+    run_id: str = doc('runtime-only: set by the runner; "" = <stage>-<8 hex of the resolved config>')
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self.check()
+
+    def check(self) -> None:
+        """The stage's value checks (raise ConfigError("key 'x': ...")); called on construction."""
+
+    # One-line value checks for `check()`; each raises ConfigError naming the key.
+    def one_of(self, key: str, choices: Any) -> None:
+        if getattr(self, key) not in choices:
+            raise ConfigError(
+                f"key '{key}': expected one of {', '.join(map(str, choices))}, got {getattr(self, key)!r}"
+            )
+
+    def all_in(self, key: str, choices: Any) -> None:
+        bad = [v for v in getattr(self, key) if v not in choices]
+        if bad:
+            raise ConfigError(f"key '{key}': {bad[0]!r} is not one of {', '.join(map(str, choices))}")
+
+    def at_least(self, key: str, low: float) -> None:
+        if getattr(self, key) < low:
+            raise ConfigError(f"key '{key}': must be >= {low}, got {getattr(self, key)}")
+
+    def within(self, key: str, low: float, high: float) -> None:
+        if not low <= getattr(self, key) <= high:
+            raise ConfigError(f"key '{key}': must be in [{low}, {high}], got {getattr(self, key)}")
+
+    def above(self, key: str, low: float) -> None:
+        if not getattr(self, key) > low:
+            raise ConfigError(f"key '{key}': must be > {low}, got {getattr(self, key)}")
+
+    def _check_common(self) -> None:
+        dev = self.device
+        if dev not in DEVICES and not (dev.startswith("cuda:") and dev[5:].isdigit()):
+            raise ConfigError(f"key 'device': expected one of {', '.join(DEVICES)} or cuda:<index>, got {dev!r}")
+        if self.num_threads < 1:
+            raise ConfigError(f"key 'num_threads': must be >= 1, got {self.num_threads}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,8 +183,11 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 
-def merge_layers(cls: type, stage: str, layers: list[tuple[Mapping[str, Any], str]]) -> dict[str, Any]:
-    """Merge (values, source) layers in order; every key must be a field of `cls`."""
+def merge_layers(
+    cls: type, stage: str, layers: list[tuple[Mapping[str, Any], str]], origins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Merge (values, source) layers in order; every key must be a field of `cls`. `origins`, if
+    given, receives key -> the source that set its final value (for errors found later)."""
     known = field_types(cls)
     merged: dict[str, Any] = {}
     for values, source in layers:
@@ -137,10 +197,19 @@ def merge_layers(cls: type, stage: str, layers: list[tuple[Mapping[str, Any], st
                     f"{source}: unknown key '{key}' for stage {stage} (known: {', '.join(sorted(known))})"
                 )
             merged[key] = coerce(value, known[key], f"{source}: key '{key}'")
+            if origins is not None:
+                origins[key] = source
     return merged
 
 
-def build_config(cls: type, stage: str, values: Mapping[str, Any], source: str) -> Any:
+_KEY_IN_MESSAGE = re.compile(r"key '(\w+)'")
+
+
+def build_config(
+    cls: type, stage: str, values: Mapping[str, Any], source: str, origins: Mapping[str, str] | None = None
+) -> Any:
+    """The stage dataclass from complete values; a failed value check names the file that set
+    the key (`origins`, from merge_layers) or `source`."""
     known = field_types(cls)
     missing = [k for k in known if k not in values]
     if missing:
@@ -148,21 +217,13 @@ def build_config(cls: type, stage: str, values: Mapping[str, Any], source: str) 
     extra = [k for k in values if k not in known]
     if extra:
         raise ConfigError(f"{source}: unknown key '{extra[0]}' for stage {stage}")
-    return cls(**{k: coerce(values[k], known[k], f"{source}: key '{k}'") for k in known})
-
-
-def stage_defaults(stage: str, params_dir: Path = PARAMS_DIR) -> list[tuple[dict[str, Any], str]]:
-    """The base and stage layers for `stage` (e.g. '20_sft'), as (values, source) pairs."""
-    from .stages import stage_config_class
-
-    cls = stage_config_class(stage)
-    base_path = params_dir / "base.yaml"
-    base = load_yaml(base_path)
-    # base.yaml holds keys shared by many stages; a stage takes the ones it declares.
-    known = field_types(cls)
-    base_layer = {k: v for k, v in base.items() if k in known}
-    stage_path = params_dir / "stages" / f"{stage}.yaml"
-    return [(base_layer, str(base_path)), (load_yaml(stage_path), str(stage_path))]
+    try:
+        return cls(**{k: coerce(values[k], known[k], f"{source}: key '{k}'") for k in known})
+    except ConfigError as exc:
+        message = str(exc)
+        key = _KEY_IN_MESSAGE.search(message)
+        where = (origins or {}).get(key.group(1), source) if key else source
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
 
 
 def config_hash(science: Mapping[str, Any]) -> str:

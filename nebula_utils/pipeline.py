@@ -21,22 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (
-    PARAMS_DIR,
-    REPO_ROOT,
-    RUNTIME_KEYS,
-    ConfigError,
-    field_types,
-    load_yaml,
-    make_run_id,
-    merge_layers,
-    stage_defaults,
-)
-from .stages import stage_config_class
+from .config import RUNTIME_KEYS, ConfigError, field_types, load_yaml, make_run_id, merge_layers
+from .paths import NOTEBOOKS_DIR, PARAMS_DIR, repo_path
+from .paths import results_root as default_results_root
+from .stages import stage_config_class, stage_defaults
 
 PIPELINE_KEYS = {"pipeline", "description", "defaults", "steps", "extends"}
 STEP_KEYS = {"notebook", "name", "params"}
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 
 @dataclass
@@ -86,8 +77,15 @@ def _resolve_refs(value: Any, done: dict[str, Step], where: str) -> tuple[Any, A
     return value, value, []
 
 
-def build_step(raw: Any, where: str, defaults: dict[str, Any], done: dict[str, Step], root: Path,
-               params_dir: Path = PARAMS_DIR, defaults_source: str = "defaults") -> Step:
+def build_step(
+    raw: Any,
+    where: str,
+    defaults: dict[str, Any],
+    done: dict[str, Step],
+    root: Path,
+    params_dir: Path = PARAMS_DIR,
+    defaults_source: str = "defaults",
+) -> Step:
     """One step from its raw dict: layers base -> stage -> `defaults` -> step params, references
     resolved against the `done` steps; the run folder is `root/<run id>`."""
     if not isinstance(raw, dict) or "notebook" not in raw:
@@ -118,8 +116,13 @@ def build_step(raw: Any, where: str, defaults: dict[str, Any], done: dict[str, S
     return Step(step_name, notebook, params, science, run_id, root / run_id, upstream)
 
 
-def pipeline_from_doc(doc: dict[str, Any], path: str | Path, results_root: str | Path | None = None,
-                      params_dir: Path = PARAMS_DIR, name: str | None = None) -> Pipeline:
+def pipeline_from_doc(
+    doc: dict[str, Any],
+    path: str | Path,
+    results_root: str | Path | None = None,
+    params_dir: Path = PARAMS_DIR,
+    name: str | None = None,
+) -> Pipeline:
     """A pipeline from an already-loaded document (`path` names it in errors); `name` overrides
     its results folder name (ablation variants share one folder so equal run ids are reused)."""
     path = Path(path)
@@ -131,9 +134,7 @@ def pipeline_from_doc(doc: dict[str, Any], path: str | Path, results_root: str |
     raw_steps = doc.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ConfigError(f"{path}: 'steps' must be a non-empty list")
-    from .runs import RESULTS_ROOT
-
-    root = (Path(results_root) if results_root else RESULTS_ROOT) / name
+    root = (Path(results_root) if results_root else default_results_root()) / name
     steps: dict[str, Step] = {}
     for i, raw in enumerate(raw_steps):
         step = build_step(raw, f"{path}: steps[{i}]", defaults, steps, root, params_dir, f"{path}: defaults")
@@ -156,7 +157,7 @@ def expand_extends(doc: dict[str, Any], path: Path, seen: tuple[Path, ...] = ())
     """
     if "extends" not in doc:
         return doc
-    base_path = Path(doc["extends"]) if Path(doc["extends"]).is_absolute() else REPO_ROOT / doc["extends"]
+    base_path = repo_path(doc["extends"])
     if base_path.resolve() in seen:
         raise ConfigError(f"{path}: 'extends' forms a cycle through {base_path}")
     base = expand_extends(load_yaml(base_path), base_path, seen + (path.resolve(),))

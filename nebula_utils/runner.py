@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from .config import REPO_ROOT
 from .io import atomic_write_json
+from .paths import REPO_ROOT
 from .pipeline import Pipeline, Step
 from .runs import is_complete
 
@@ -70,7 +70,7 @@ def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only
     out = target(step.injected())
     if missing_only and out.is_file():
         return out
-    from .report import render_html
+    from .report.compare import render_html
 
     render_html(step.run_dir / "notebook.ipynb", out)
     echo(f"    report written to {out}")
@@ -111,16 +111,23 @@ def run_pipeline(
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     atomic_write_json(
         pipeline.steps[0].run_dir.parent / "pipeline.json",
-        {"pipeline": pipeline.name, "source": str(pipeline.source),
-         "steps": [{"name": s.name, "notebook": s.notebook, "run_id": s.run_id, "upstream": s.upstream}
-                   for s in pipeline.steps]},
+        {
+            "pipeline": pipeline.name,
+            "source": str(pipeline.source),
+            "steps": [
+                {"name": s.name, "notebook": s.notebook, "run_id": s.run_id, "upstream": s.upstream}
+                for s in pipeline.steps
+            ],
+        },
     )
     status: dict[str, str] = {}
     t0 = time.perf_counter()
     for i, step in enumerate(selected, start=1):
         status[step.name] = _run_one(step, f"[{i}/{len(selected)}] {step.name:<24} {step.run_id}", force, echo, t0)
-    echo(f"pipeline {pipeline.name}: {sum(v == 'ran' for v in status.values())} ran, "
-         f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}")
+    echo(
+        f"pipeline {pipeline.name}: {sum(v == 'ran' for v in status.values())} ran, "
+        f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}"
+    )
     return status
 
 
@@ -131,12 +138,18 @@ def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = pr
     variant (label, grid point) to its steps' run ids.
     """
     os.environ.setdefault("OMP_NUM_THREADS", "2")
-    atomic_write_json(ablation.root / "ablation.json", {
-        "ablation": ablation.name, "source": str(ablation.source),
-        "variants": [{"label": v.label, "point": v.point, "steps": {s.name: s.run_id for s in v.pipeline.steps}}
-                     for v in ablation.variants],
-        "report": ablation.report.run_id if ablation.report else None,
-    })
+    atomic_write_json(
+        ablation.root / "ablation.json",
+        {
+            "ablation": ablation.name,
+            "source": str(ablation.source),
+            "variants": [
+                {"label": v.label, "point": v.point, "steps": {s.name: s.run_id for s in v.pipeline.steps}}
+                for v in ablation.variants
+            ],
+            "report": ablation.report.run_id if ablation.report else None,
+        },
+    )
     plan = ablation.plan()
     status: dict[str, str] = {}
     t0 = time.perf_counter()
@@ -144,9 +157,11 @@ def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = pr
         head = f"[{i}/{len(plan)}] {label[:28]:<28} {step.name:<16} {step.run_id}"
         status[step.run_id] = _run_one(step, head, force, echo, t0)
     shared = sum(len(v.pipeline.steps) for v in ablation.variants) + bool(ablation.report) - len(plan)
-    echo(f"ablation {ablation.name}: {len(ablation.variants)} variants, {len(plan)} distinct runs "
-         f"({shared} shared), {sum(v == 'ran' for v in status.values())} ran, "
-         f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}")
+    echo(
+        f"ablation {ablation.name}: {len(ablation.variants)} variants, {len(plan)} distinct runs "
+        f"({shared} shared), {sum(v == 'ran' for v in status.values())} ran, "
+        f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}"
+    )
     return status
 
 
@@ -157,10 +172,9 @@ def _print_plan(steps: list[tuple[str, Step]]) -> None:
 
 
 def main_run(args) -> int:
+    from .ablation import is_ablation_file, load_ablation
     from .config import ConfigError
     from .pipeline import load_pipeline
-
-    from .ablation import is_ablation_file, load_ablation
 
     try:
         if is_ablation_file(args.pipeline):

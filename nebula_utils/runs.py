@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from .config import REPO_ROOT, build_config, field_types, make_run_id
+from .config import build_config, field_types, make_run_id
 from .io import atomic_write_json, atomic_write_yaml, read_json
+from .paths import repo_path, results_root
 
 METRICS_SCHEMA_VERSION = 1
-RESULTS_ROOT = Path(os.environ.get("NEBULA_RESULTS", REPO_ROOT / "results"))
 
 
 def set_seed_everywhere(seed: int) -> None:
@@ -91,9 +92,16 @@ class Run:
     def log_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
         """Merge metrics into metrics.json. A value is a number or {value, n, ci95}."""
         path = self.path("metrics.json")
-        doc = read_json(path) if path.is_file() else {
-            "schema_version": METRICS_SCHEMA_VERSION, "run_id": self.run_id, "stage": self.stage, "metrics": {},
-        }
+        doc = (
+            read_json(path)
+            if path.is_file()
+            else {
+                "schema_version": METRICS_SCHEMA_VERSION,
+                "run_id": self.run_id,
+                "stage": self.stage,
+                "metrics": {},
+            }
+        )
         for name, value in metrics.items():
             entry = dict(value) if isinstance(value, Mapping) else {"value": value}
             entry.setdefault("n", None)
@@ -105,24 +113,133 @@ class Run:
     def write_manifest(self, name: str, manifest: Mapping[str, Any]) -> Path:
         return atomic_write_json(self.path("manifests", f"{name}.json"), dict(manifest))
 
-    def finish(self, **extra: Any) -> None:
-        info = self._info("complete") | {"finished": time.time(), "duration_s": time.time() - self.started}
+    def input_versions(self) -> list[Path]:
+        """Every data version the config names (any str / list-of-str value that is a version folder)."""
+        found: list[Path] = []
+        for key, value in self.config.to_dict().items():
+            if key in ("run_dir", "run_id"):
+                continue
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, str) and v and (repo_path(v) / "version.json").is_file():
+                    found.append(repo_path(v).resolve())
+        return list(dict.fromkeys(found))
+
+    def finish(
+        self,
+        metrics: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        consumed: Sequence[str | os.PathLike] = (),
+        manifests: Mapping[str, Mapping] | None = None,
+        **extra: Any,
+    ) -> None:
+        """The one stage epilogue: log `metrics`, record this run in the consumption manifest of
+        every input data version (`consumed` adds versions the config does not name), record the
+        produced versions (`outputs`: name -> VersionInfo or folder) and extra `manifests`, then mark
+        the run complete. Every stage notebook ends with it; the runner checks it was reached."""
+        from .data.versions import record_consumption, version_info
+
+        if metrics:
+            self.log_metrics(metrics)
+        inputs = list(dict.fromkeys([*self.input_versions(), *(repo_path(c).resolve() for c in consumed)]))
+        for path in inputs:
+            record_consumption(path, self.run_id, self.stage)
+        produced = {name: version_info(getattr(v, "path", v)).to_dict() for name, v in (outputs or {}).items()}
+        if produced:
+            self.write_manifest("data_versions", produced)
+        for name, manifest in (manifests or {}).items():
+            self.write_manifest(name, manifest)
+        now = time.time()
+        info = self._info("complete") | {
+            "finished": now,
+            "duration_s": now - self.started,
+            "inputs": [str(p) for p in inputs],
+            "outputs": sorted(produced),
+        }
         atomic_write_json(self.path("run.json"), info | extra)
+
+
+def _newest_output(stage: str, sub: str) -> Path | None:
+    """The `sub` folder of the most recently finished complete run of `stage` under the results root."""
+    best: tuple[float, Path] | None = None
+    for marker in results_root().glob("*/*/run.json"):
+        try:
+            info = read_json(marker)
+        except (OSError, ValueError):
+            continue
+        out = marker.parent / sub
+        if info.get("stage") == stage and info.get("status") == "complete" and out.exists():
+            finished = float(info.get("finished") or 0)
+            if best is None or finished > best[0]:
+                best = (finished, out)
+    return best[1] if best else None
+
+
+def resolve_inputs(cls: type, values: dict[str, Any], run_dir_hint: Path) -> dict[str, str]:
+    """Fill empty input fields (the stage's `upstream` map: field -> "NN_stage/output") with the
+    newest complete upstream output under results/, or a small built-in data version when there is
+    none, and make relative input paths absolute (repo-relative, whatever the cwd). Returns
+    {field: how it was resolved} for the notebook to print."""
+    notes: dict[str, str] = {}
+    for key, spec in getattr(cls, "upstream", {}).items():
+        value = values.get(key)
+        if value:
+            values[key] = str(repo_path(value))
+            continue
+        stage, _, sub = spec.partition("/")
+        found = _newest_output(stage, sub)
+        if found is not None:
+            values[key] = str(found)
+            notes[key] = f"newest complete {stage} output: {found}"
+            continue
+        schema = getattr(cls, "builtin_inputs", {}).get(key)
+        if schema is None:
+            raise FileNotFoundError(
+                f"key '{key}' is empty and no complete {stage} run is under {results_root()}: "
+                f"run notebooks/{stage}.ipynb first or pass {key}=<{sub} data version folder>"
+            )
+        from .data.builtin import builtin_version
+
+        info = builtin_version(schema, run_dir_hint / f"builtin_{key}", values.get("seed", 0))
+        values[key] = str(info.path)
+        notes[key] = f"no {stage} output under {results_root()}: built-in {schema} sample ({info.num_rows} rows)"
+    return notes
+
+
+def _hashable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Paths inside a run folder hash as '@<run id>/<sub>' (as pipeline references do), so a
+    notebook run on an upstream output gets the same id wherever the results folder lives."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, str) and value.startswith("/"):
+            path = Path(value)
+            owner = next((c for c in [path, *path.parents] if (c / "run.json").is_file()), None)
+            if owner is not None:
+                run_id = read_json(owner / "run.json").get("run_id", owner.name)
+                rel = path.relative_to(owner).as_posix()
+                value = f"@{run_id}" + ("" if rel == "." else f"/{rel}")
+        out[key] = value
+    return out
 
 
 def start_run(stage: str, namespace: Mapping[str, Any]) -> Run:
     """Called by a notebook right after its parameters cell: `run = start_run("20_sft", globals())`.
 
-    Validates the parameters against the stage's dataclass, fixes the run id and folder, writes
-    the resolved config, and sets seeds and thread counts.
+    Validates the parameters against the stage's dataclass, resolves empty or relative inputs
+    (see resolve_inputs; how is printed), fixes the run id and folder, writes the resolved config,
+    and sets seeds and thread counts.
     """
     from .stages import stage_config_class
 
     cls = stage_config_class(stage)
     values = {k: namespace[k] for k in field_types(cls) if k in namespace}
     config = build_config(cls, stage, values, source=f"parameters of notebook {stage}")
-    run_id = config.run_id or make_run_id(stage, config.science())
-    run_dir = Path(config.run_dir) if config.run_dir else RESULTS_ROOT / "interactive" / run_id
+    values = config.to_dict()
+    staging = results_root() / "interactive" / ".inputs" / stage
+    for key, note in resolve_inputs(cls, values, Path(values["run_dir"]) if values["run_dir"] else staging).items():
+        print(f"{key}: {note}")
+    config = build_config(cls, stage, values, source=f"parameters of notebook {stage}")
+    run_id = config.run_id or make_run_id(stage, _hashable(config.science()))
+    run_dir = Path(config.run_dir) if config.run_dir else results_root() / "interactive" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_yaml(run_dir / "config.yaml", config.to_dict() | {"run_id": run_id, "run_dir": str(run_dir)})
     run = Run(stage=stage, config=config, run_id=run_id, run_dir=run_dir)

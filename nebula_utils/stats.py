@@ -7,8 +7,8 @@ vectorised numpy lines. 1,000 resamples keep the 95% interval's endpoints stable
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -35,8 +35,9 @@ def _percentiles(draws: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_mean(scores: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                   alpha: float = 0.05) -> Estimate:
+def bootstrap_mean(
+    scores: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05
+) -> Estimate:
     """Mean of per-item scores with a percentile-bootstrap (1 - alpha) interval."""
     x = np.asarray(scores, dtype=float)
     if x.size == 0:
@@ -47,8 +48,9 @@ def bootstrap_mean(scores: Sequence[float], resamples: int = DEFAULT_RESAMPLES, 
     return Estimate(float(x.mean()), lo, hi, int(x.size))
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0, alpha: float = 0.05) -> Estimate:
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05
+) -> Estimate:
     """Delta mean(b) - mean(a) over the same items, resampling items jointly (a[i] pairs b[i])."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape:

@@ -38,8 +38,8 @@ models: list = ["tiny-random"]
 # %%
 import pandas as pd
 
-from nebula_utils.environment import device_report, model_report
 from nebula_utils.runs import library_versions, start_run
+from nebula_utils.stages.environment import device_report, model_report
 
 run = start_run("00_environment", globals())
 run.run_id
@@ -64,6 +64,7 @@ models_table = pd.DataFrame(model_report(models))
 models_table
 
 # %%
-run.write_manifest("environment", {"versions": versions, "devices": devices, "models": models_table.to_dict("records")})
-run.log_metrics({"env/models_ok": {"value": float(models_table["ok"].mean()), "n": len(models_table)}})
-run.finish()
+run.finish(
+    metrics={"env/models_ok": {"value": float(models_table["ok"].mean()), "n": len(models_table)}},
+    manifests={"environment": {"versions": versions, "devices": devices, "models": models_table.to_dict("records")}},
+)

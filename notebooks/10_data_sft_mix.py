@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -50,9 +57,10 @@ shared_per_source: int = 100
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nebula_utils import data_mix as M
+from nebula_utils.data import mixing
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import data_sft_mix as M
 
 run = start_run("10_data_sft_mix", globals())
 cfg = run.config
@@ -66,15 +74,19 @@ print(run.run_id, run.run_dir)
 
 # %%
 sft_parts = M.sft_parts(cfg, run.path("quarantine"))
-pd.DataFrame([{"part": k, "rows": len(p.dataset), "in": p.step["count_in"], **p.step["drop_reasons"]}
-              for k, p in sft_parts.items()])
+pd.DataFrame(
+    [
+        {"part": k, "rows": len(p.dataset), "in": p.step["count_in"], **p.step["drop_reasons"]}
+        for k, p in sft_parts.items()
+    ]
+)
 
 # %% [markdown]
 # The mix concatenates the parts and shuffles them with the run seed; the processing manifest
 # lists every step, and each step balances (in = out + filtered + quarantined).
 
 # %%
-sft_info = M.write_mix(sft_parts, "sft", run.path("sft"), cfg.seed, name="sft_base")
+sft_info = mixing.write_mixed_version(sft_parts, "sft", run.path("sft"), cfg.seed, name="sft_base")
 sft_manifests = read_manifests(sft_info.path)
 print(sft_info.num_rows, "rows, content hash", sft_info.content_hash[:16])
 M.processing_table(sft_manifests)
@@ -84,7 +96,7 @@ M.processing_table(sft_manifests)
 
 # %%
 rl_parts = M.rl_parts(cfg)
-rl_info = M.write_mix(rl_parts, "rl", run.path("rl"), cfg.seed, name="rl_pool")
+rl_info = mixing.write_mixed_version(rl_parts, "rl", run.path("rl"), cfg.seed, name="rl_pool")
 rl_manifests = read_manifests(rl_info.path)
 print(rl_info.num_rows, "prompts, content hash", rl_info.content_hash[:16])
 M.processing_table(rl_manifests)
@@ -128,7 +140,9 @@ M.isolation_table({"sft": sft_manifests, "rl": rl_manifests})
 # %%
 sft_rows = load_version(sft_info.path).to_pandas().drop_duplicates("task")
 for _, row in sft_rows.iterrows():
-    print(f"--- {row['task']} ({row['source']})\n{row['messages'][0]['content'][:300]}\n>>> {row['messages'][-1]['content'][:300]}\n")
+    print(
+        f"--- {row['task']} ({row['source']})\n{row['messages'][0]['content'][:300]}\n>>> {row['messages'][-1]['content'][:300]}\n"
+    )
 
 # %%
 rl_rows = load_version(rl_info.path).to_pandas().drop_duplicates("source")
@@ -137,11 +151,12 @@ rl_rows[["task", "source", "verifier", "prompt", "reference"]]
 # %%
 quarantined = sum(s["quarantined"] for m in (sft_manifests, rl_manifests) for s in m["processing"]["steps"])
 hits = sft_manifests["evaluation_isolation"]["total_hits"] + rl_manifests["evaluation_isolation"]["total_hits"]
-run.log_metrics({
-    "sft_rows": {"value": sft_info.num_rows, "n": sft_info.num_rows},
-    "rl_prompts": {"value": rl_info.num_rows, "n": rl_info.num_rows},
-    "quarantined_rows": {"value": quarantined},
-    "isolation_hits": {"value": hits},
-})
-run.write_manifest("data_versions", {"sft": sft_info.to_dict(), "rl": rl_info.to_dict()})
-run.finish()
+run.finish(
+    metrics={
+        "sft_rows": {"value": sft_info.num_rows, "n": sft_info.num_rows},
+        "rl_prompts": {"value": rl_info.num_rows, "n": rl_info.num_rows},
+        "quarantined_rows": {"value": quarantined},
+        "isolation_hits": {"value": hits},
+    },
+    outputs={"sft": sft_info, "rl": rl_info},
+)

@@ -66,10 +66,11 @@ verifier_workers: int = 2
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nebula_utils import data_distill as D
-from nebula_utils.data.distillation import distill
-from nebula_utils.data.versions import load_version, read_manifests, record_consumption
+from nebula_utils.data.distillation import distill, prompt_records
+from nebula_utils.data.mixing import select_from_version
+from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import distill as D
 
 run = start_run("11_distill", globals())
 cfg = run.config
@@ -80,7 +81,8 @@ print(run.run_id, run.run_dir)
 # The prompts of the input version (a seeded sample of `max_prompts`).
 
 # %%
-records, parent_manifests, select_step = D.load_prompts(cfg)
+selected, parent_manifests, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed)
+records = prompt_records(selected, parent_manifests["version"]["schema"])
 print(f"{len(records)} prompts from {cfg.data} ({parent_manifests['version']['schema']} schema)")
 pd.DataFrame(records)[["id", "task", "verifier"]].value_counts(["task", "verifier"], dropna=False).to_frame("prompts")
 
@@ -103,17 +105,27 @@ if synth:
 
 # %%
 prompts = records + (synth.records if synth else [])
-groups = distill(teacher, prompts, D.sampling(cfg), cfg.include_original, cfg.verifier_workers)
-info = D.write_distilled(cfg, groups, parent_manifests, steps, run.path("distill"), teacher,
-                         synth_model if synth else None)
-record_consumption(cfg.data, run.run_id, run.stage)
-print(info.num_rows, "groups, content hash", info.content_hash[:16], "·", teacher.spec()["backend"],
-      f"{teacher.stats.tokens_per_s:.1f} generated tokens/s")
+groups = distill(teacher, prompts, cfg.sampling(cfg.k, logprobs=True), cfg.include_original, cfg.verifier_workers)
+info = D.write_distilled(
+    cfg, groups, parent_manifests, steps, run.path("distill"), teacher, synth_model if synth else None
+)
+print(
+    info.num_rows,
+    "groups, content hash",
+    info.content_hash[:16],
+    "·",
+    teacher.spec()["backend"],
+    f"{teacher.stats.tokens_per_s:.1f} generated tokens/s",
+)
 
 # %%
 manifests = read_manifests(info.path)
-pd.DataFrame([{"step": s["name"], "in": s["count_in"], "out": s["count_out"], "drop_reasons": s["drop_reasons"]}
-              for s in manifests["processing"]["steps"]])
+pd.DataFrame(
+    [
+        {"step": s["name"], "in": s["count_in"], "out": s["count_out"], "drop_reasons": s["drop_reasons"]}
+        for s in manifests["processing"]["steps"]
+    ]
+)
 
 # %% [markdown]
 # ## The candidate groups
@@ -126,8 +138,9 @@ frame.head(12)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-frame.groupby(["task", "finish_reason"]).size().unstack(fill_value=0).plot.barh(ax=axes[0], stacked=True,
-                                                                               title="finish reason per task")
+frame.groupby(["task", "finish_reason"]).size().unstack(fill_value=0).plot.barh(
+    ax=axes[0], stacked=True, title="finish reason per task"
+)
 teacher_rows = frame[frame["generator"] != "dataset"]
 axes[1].hist(teacher_rows["tokens"].dropna(), bins=20)
 axes[1].set(title="teacher answer length", xlabel="generated tokens", ylabel="candidates")
@@ -142,12 +155,15 @@ for i, cand in enumerate(first["candidates"]):
 print("preference:", first["chosen"], ">", first["rejected"], "·", first["preference_reason"])
 
 # %%
-run.log_metrics(D.summary_metrics(frame) | {
-    "prompts": {"value": len(records)},
-    "synthesized_prompts": {"value": len(synth.records) if synth else 0},
-    "groups": {"value": info.num_rows, "n": info.num_rows},
-    "candidates": {"value": len(frame)},
-    "timing/teacher_tokens_per_s": {"value": teacher.stats.tokens_per_s},
-})
-run.write_manifest("data_versions", {"distill": info.to_dict(), "generator": teacher.spec()})
-run.finish()
+run.finish(
+    metrics=D.summary_metrics(frame)
+    | {
+        "prompts": {"value": len(records)},
+        "synthesized_prompts": {"value": len(synth.records) if synth else 0},
+        "groups": {"value": info.num_rows, "n": info.num_rows},
+        "candidates": {"value": len(frame)},
+        "timing/teacher_tokens_per_s": {"value": teacher.stats.tokens_per_s},
+    },
+    outputs={"distill": info},
+    generator=teacher.spec(),
+)

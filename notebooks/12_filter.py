@@ -40,7 +40,12 @@ num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
 data: str = ""
-keep_rules: dict = {"math_reasoning": ["format", "verifier", "agreement", "heuristics"], "code": ["format", "verifier", "heuristics"], "complex_if": ["format", "verifier", "heuristics"], "default": ["format", "heuristics"]}
+keep_rules: dict = {
+    "math_reasoning": ["format", "verifier", "agreement", "heuristics"],
+    "code": ["format", "verifier", "heuristics"],
+    "complex_if": ["format", "verifier", "heuristics"],
+    "default": ["format", "heuristics"],
+}
 min_verifier_score: float = 1.0
 min_agreement: float = 0.6
 min_words: int = 1
@@ -55,10 +60,10 @@ verifier_workers: int = 2
 # %%
 import pandas as pd
 
-from nebula_utils import data_filter as F
 from nebula_utils.data import crossverify as C
-from nebula_utils.data.versions import read_manifests, record_consumption
+from nebula_utils.data.versions import read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import filter as F
 
 run = start_run("12_filter", globals())
 cfg = run.config
@@ -103,19 +108,29 @@ pd.Series(C.drop_counts(result), name="groups", dtype=int).sort_values(ascending
 
 # %%
 infos = F.write_outputs(cfg, groups, result, run.run_dir)
-record_consumption(cfg.data, run.run_id, run.stage)
 steps = {name: read_manifests(info.path)["processing"]["steps"][-1] for name, info in infos.items()}
-pd.DataFrame([{"version": n, "in": s["count_in"], "out": s["count_out"], "filtered": s["filtered"],
-               "drop_reasons": s["drop_reasons"]} for n, s in steps.items()])
+pd.DataFrame(
+    [
+        {
+            "version": n,
+            "in": s["count_in"],
+            "out": s["count_out"],
+            "filtered": s["filtered"],
+            "drop_reasons": s["drop_reasons"],
+        }
+        for n, s in steps.items()
+    ]
+)
 
 # %%
 kept = int(frame["kept"].sum())
-run.log_metrics({
-    "groups_in": {"value": len(groups)},
-    "groups_kept": {"value": infos["sft"].num_rows, "n": len(groups)},
-    "group_keep_rate": {"value": infos["sft"].num_rows / len(groups) if groups else None, "n": len(groups)},
-    "candidate_keep_rate": {"value": kept / len(frame) if len(frame) else None, "n": len(frame)},
-    "preference_pairs": {"value": infos["preference"].num_rows},
-})
-run.write_manifest("data_versions", {k: v.to_dict() for k, v in infos.items()})
-run.finish()
+run.finish(
+    metrics={
+        "groups_in": {"value": len(groups)},
+        "groups_kept": {"value": infos["sft"].num_rows, "n": len(groups)},
+        "group_keep_rate": {"value": infos["sft"].num_rows / len(groups) if groups else None, "n": len(groups)},
+        "candidate_keep_rate": {"value": kept / len(frame) if len(frame) else None, "n": len(frame)},
+        "preference_pairs": {"value": infos["preference"].num_rows},
+    },
+    outputs=infos,
+)

@@ -51,11 +51,12 @@ verifier_workers: int = 2
 # %%
 import pandas as pd
 
-from nebula_utils import data_difficulty as G
 from nebula_utils.data.difficulty import grade
-from nebula_utils.data.versions import read_manifests, record_consumption
-from nebula_utils.generation import make_generator
+from nebula_utils.data.mixing import select_from_version
+from nebula_utils.data.versions import read_manifests
+from nebula_utils.inference.generation import make_generator
 from nebula_utils.runs import start_run
+from nebula_utils.stages import difficulty as G
 
 run = start_run("13_difficulty", globals())
 cfg = run.config
@@ -65,12 +66,21 @@ print(run.run_id, run.run_dir)
 # ## Sample and verify
 
 # %%
-rows, select_step = G.load_prompts(cfg)
+selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, schemas=("rl",))
+rows = list(selected)
 policy = make_generator(cfg.policy, cfg.backend, cfg.device, cfg.batch_size)
-graded = grade(policy, rows, G.sampling(cfg), hard_at_most=cfg.hard_at_most, easy_above=cfg.easy_above,
-               workers=cfg.verifier_workers)
-print(f"{len(graded.rows)} prompts graded, {len(graded.quarantined)} quarantined ·",
-      f"{policy.spec()['backend']} {policy.stats.tokens_per_s:.1f} tokens/s")
+graded = grade(
+    policy,
+    rows,
+    cfg.sampling(cfg.n_samples),
+    hard_at_most=cfg.hard_at_most,
+    easy_above=cfg.easy_above,
+    workers=cfg.verifier_workers,
+)
+print(
+    f"{len(graded.rows)} prompts graded, {len(graded.quarantined)} quarantined ·",
+    f"{policy.spec()['backend']} {policy.stats.tokens_per_s:.1f} tokens/s",
+)
 pd.DataFrame(graded.samples).head(10)
 
 # %% [markdown]
@@ -91,18 +101,28 @@ labels.groupby(["task", "difficulty"]).size().unstack(fill_value=0) if len(label
 
 # %%
 infos = G.write_versions(cfg, graded, select_step, policy, run.run_dir)
-record_consumption(cfg.data, run.run_id, run.stage)
-pd.DataFrame([{"step": s["name"], "in": s["count_in"], "out": s["count_out"], "quarantined": s["quarantined"],
-               "drop_reasons": s["drop_reasons"]} for s in read_manifests(infos["rl"].path)["processing"]["steps"][-3:]])
+pd.DataFrame(
+    [
+        {
+            "step": s["name"],
+            "in": s["count_in"],
+            "out": s["count_out"],
+            "quarantined": s["quarantined"],
+            "drop_reasons": s["drop_reasons"],
+        }
+        for s in read_manifests(infos["rl"].path)["processing"]["steps"][-3:]
+    ]
+)
 
 # %%
 rates = [s["pass_rate"] for s in graded.samples]
-run.log_metrics({
-    "prompts_graded": {"value": len(graded.rows)},
-    "quarantined": {"value": len(graded.quarantined)},
-    "mean_pass_rate": {"value": sum(rates) / len(rates) if rates else None, "n": len(rates)},
-    "pool_size": {"value": infos["rl"].num_rows, "n": len(graded.rows)},
-    "timing/policy_tokens_per_s": {"value": policy.stats.tokens_per_s},
-})
-run.write_manifest("data_versions", {k: v.to_dict() for k, v in infos.items()})
-run.finish()
+run.finish(
+    metrics={
+        "prompts_graded": {"value": len(graded.rows)},
+        "quarantined": {"value": len(graded.quarantined)},
+        "mean_pass_rate": {"value": sum(rates) / len(rates) if rates else None, "n": len(rates)},
+        "pool_size": {"value": infos["rl"].num_rows, "n": len(graded.rows)},
+        "timing/policy_tokens_per_s": {"value": policy.stats.tokens_per_s},
+    },
+    outputs=infos,
+)

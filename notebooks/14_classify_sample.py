@@ -56,9 +56,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from nebula_utils import curation as C
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import classify_sample as C
 from nebula_utils.stats import bootstrap_mean
 
 run = start_run("14_classify_sample", globals())
@@ -77,19 +77,31 @@ classified = C.classify_rows(cfg)
 accuracy = bootstrap_mean(classified.heldout["correct"], seed=cfg.seed)
 accuracy_emb = bootstrap_mean(classified.heldout["correct_embedding_only"], seed=cfg.seed)
 print("labelled prompts per source group:", classified.groups, "| from cache:", classified.from_cache)
-pd.DataFrame([{"classifier": "rules + embedding", **accuracy.as_metric()},
-              {"classifier": "embedding only", **accuracy_emb.as_metric()}])
+pd.DataFrame(
+    [
+        {"classifier": "rules + embedding", **accuracy.as_metric()},
+        {"classifier": "embedding only", **accuracy_emb.as_metric()},
+    ]
+)
 
 # %%
-pd.crosstab(pd.Series(classified.heldout["truth"], name="true task"),
-            pd.Series(classified.heldout["predicted"], name="predicted"))
+pd.crosstab(
+    pd.Series(classified.heldout["truth"], name="true task"),
+    pd.Series(classified.heldout["predicted"], name="predicted"),
+)
 
 # %% [markdown]
 # ## The data's rows: source label vs predicted task, and what decided
 
 # %%
-rows = pd.DataFrame({"source_task": classified.ds["task"], "predicted": classified.labels, "by": classified.how,
-                     "prompt_chars": [len(p) for p in classified.prompts]})
+rows = pd.DataFrame(
+    {
+        "source_task": classified.ds["task"],
+        "predicted": classified.labels,
+        "by": classified.how,
+        "prompt_chars": [len(p) for p in classified.prompts],
+    }
+)
 pd.crosstab(rows["source_task"], rows["predicted"])
 
 # %%
@@ -102,8 +114,10 @@ rows["by"].value_counts().to_frame("rows")
 sample = C.diversity_sample(cfg, classified)
 random_mean = np.array([r["mean"] for r in sample["random"]])
 random_max = np.array([r["max"] for r in sample["random"]])
-coverage = pd.DataFrame([{"selection": m, **cov} for m, cov in sample["by_method"].items()] +
-                        [{"selection": f"random (mean of {len(random_mean)})", "mean": random_mean.mean(), "max": random_max.mean()}])
+coverage = pd.DataFrame(
+    [{"selection": m, **cov} for m, cov in sample["by_method"].items()]
+    + [{"selection": f"random (mean of {len(random_mean)})", "mean": random_mean.mean(), "max": random_max.mean()}]
+)
 print("quotas:", sample["quotas"], "| written:", cfg.selection, sample["coverage"])
 coverage
 
@@ -115,8 +129,9 @@ pd.crosstab(rows["predicted"], rows["selected"]).plot.barh(ax=axes[0], title="ro
 axes[1].hist([rows["prompt_chars"], rows.loc[rows["selected"], "prompt_chars"]], bins=20, label=["all", "selected"])
 axes[1].set(title="prompt length", xlabel="characters", ylabel="rows")
 axes[1].legend()
-coverage.set_index("selection")[["mean", "max"]].plot.bar(ax=axes[2], rot=0,
-                                                          title="distance to nearest selected (lower = better)")
+coverage.set_index("selection")[["mean", "max"]].plot.bar(
+    ax=axes[2], rot=0, title="distance to nearest selected (lower = better)"
+)
 fig.tight_layout()
 fig.savefig(run.path("classify_sample.png"), dpi=100)
 
@@ -133,17 +148,18 @@ pd.DataFrame(manifests["processing"]["steps"])[["name", "count_in", "count_out",
 load_version(info.path).to_pandas()["task"].value_counts().to_frame("rows")
 
 # %%
-run.log_metrics({
-    "classifier_heldout_accuracy": accuracy.as_metric(),
-    "classifier_heldout_accuracy_embedding_only": accuracy_emb.as_metric(),
-    "rows_in": {"value": len(classified.ds)},
-    "rows_out": {"value": info.num_rows, "n": info.num_rows},
-    "relabelled_rows": {"value": manifests["processing"]["steps"][-1]["relabelled"]},
-    "coverage_mean_selected": {"value": sample["coverage"]["mean"]},
-    "coverage_max_selected": {"value": sample["coverage"]["max"]},
-    **{f"coverage_{k}_{m}": {"value": cov[k]} for m, cov in sample["by_method"].items() for k in ("mean", "max")},
-    "coverage_mean_random": {"value": float(random_mean.mean()), "n": len(random_mean)},
-    "coverage_max_random": {"value": float(random_max.mean()), "n": len(random_max)},
-})
-run.write_manifest("data_versions", {"data": info.to_dict()})
-run.finish()
+run.finish(
+    metrics={
+        "classifier_heldout_accuracy": accuracy.as_metric(),
+        "classifier_heldout_accuracy_embedding_only": accuracy_emb.as_metric(),
+        "rows_in": {"value": len(classified.ds)},
+        "rows_out": {"value": info.num_rows, "n": info.num_rows},
+        "relabelled_rows": {"value": manifests["processing"]["steps"][-1]["relabelled"]},
+        "coverage_mean_selected": {"value": sample["coverage"]["mean"]},
+        "coverage_max_selected": {"value": sample["coverage"]["max"]},
+        **{f"coverage_{k}_{m}": {"value": cov[k]} for m, cov in sample["by_method"].items() for k in ("mean", "max")},
+        "coverage_mean_random": {"value": float(random_mean.mean()), "n": len(random_mean)},
+        "coverage_max_random": {"value": float(random_max.mean()), "n": len(random_max)},
+    },
+    outputs={"data": info},
+)

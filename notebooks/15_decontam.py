@@ -60,9 +60,9 @@ drop_contaminated: bool = True
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nebula_utils import curation as C
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import decontam as C
 
 run = start_run("15_decontam", globals())
 cfg = run.config
@@ -75,8 +75,12 @@ print(run.run_id, len(ds), "rows from", cfg.data)
 # %%
 dedup = C.dedup_rows(cfg, ds)
 print(dedup.counts or "no duplicates")
-pd.DataFrame([{"row": ds[i]["id"], "duplicate_of": ds[d]["id"], "reason": r, "similarity": s}
-              for i, d, r, s in dedup.pairs()[:10]])
+pd.DataFrame(
+    [
+        {"row": ds[i]["id"], "duplicate_of": ds[d]["id"], "reason": r, "similarity": s}
+        for i, d, r, s in dedup.pairs()[:10]
+    ]
+)
 
 # %% [markdown]
 # ## Contamination hits per benchmark
@@ -95,7 +99,9 @@ C.example_hits(ds, decon)
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
 pd.Series({"kept": sum(dedup.keep), **dedup.counts}).plot.barh(ax=axes[0], title="dedup")
 checked = hits[hits["status"] == "checked"].set_index("name")
-checked[["rows_by_exact", "rows_by_ngram", "rows_by_minhash"]].plot.barh(ax=axes[1], title="contaminated rows per benchmark")
+checked[["rows_by_exact", "rows_by_ngram", "rows_by_minhash"]].plot.barh(
+    ax=axes[1], title="contaminated rows per benchmark"
+)
 fig.tight_layout()
 fig.savefig(run.path("decontam.png"), dpi=100)
 
@@ -114,15 +120,16 @@ iso = manifests["evaluation_isolation"]
 pd.DataFrame(iso["benchmarks"])[["name", "n_items", "hits"]].assign(total=iso["total_hits"])
 
 # %%
-run.log_metrics({
-    "rows_in": {"value": len(ds)},
-    "rows_out": {"value": info.num_rows, "n": info.num_rows},
-    "exact_duplicates": {"value": dedup.counts.get("exact_duplicate", 0)},
-    "near_duplicates": {"value": dedup.counts.get("near_duplicate", 0)},
-    "contaminated_rows": {"value": step["quarantined"]},
-    "benchmarks_checked": {"value": len(iso["benchmarks"])},
-    "benchmarks_skipped": {"value": len(iso["skipped"])},
-    **{f"hits/{b['name']}": {"value": b["hits"], "n": b["n_items"]} for b in iso["benchmarks"]},
-})
-run.write_manifest("data_versions", {"data": info.to_dict()})
-run.finish()
+run.finish(
+    metrics={
+        "rows_in": {"value": len(ds)},
+        "rows_out": {"value": info.num_rows, "n": info.num_rows},
+        "exact_duplicates": {"value": dedup.counts.get("exact_duplicate", 0)},
+        "near_duplicates": {"value": dedup.counts.get("near_duplicate", 0)},
+        "contaminated_rows": {"value": step["quarantined"]},
+        "benchmarks_checked": {"value": len(iso["benchmarks"])},
+        "benchmarks_skipped": {"value": len(iso["skipped"])},
+        **{f"hits/{b['name']}": {"value": b["hits"], "n": b["n_items"]} for b in iso["benchmarks"]},
+    },
+    outputs={"data": info},
+)

@@ -1,7 +1,14 @@
 # ---
 # jupyter:
 #   jupytext:
+#     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -32,7 +39,11 @@ run_id: str = ""
 data: str = ""
 rl_data: str = ""
 mixes: list[str] = ["base", "complex", "patch"]
-mix_tasks: dict[str, list[str]] = {"base": [], "complex": ["complex_if", "code", "math_reasoning"], "patch": ["safety", "general_chat", "complex_if"]}
+mix_tasks: dict[str, list[str]] = {
+    "base": [],
+    "complex": ["complex_if", "code", "math_reasoning"],
+    "patch": ["safety", "general_chat", "complex_if"],
+}
 mix_difficulties: dict[str, list[str]] = {"base": [], "complex": [], "patch": []}
 mix_shares: dict[str, float] = {"base": 0.6, "complex": 0.3, "patch": 0.1}
 exclusive: bool = True
@@ -40,12 +51,11 @@ rl_difficulties: list[str] = ["medium"]
 rl_size: int = 0
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from nebula_utils import curriculum as C
-from nebula_utils.data.versions import read_manifests, record_consumption
+from nebula_utils.data.versions import read_manifests
 from nebula_utils.runs import start_run
+from nebula_utils.stages import curriculum as C
 
 run = start_run("16_curriculum", globals())
 cfg = run.config
@@ -57,7 +67,6 @@ print(run.run_id, run.run_dir)
 
 # %%
 mixes = C.build_curriculum(cfg, run.run_dir)
-record_consumption(cfg.data, run.run_id, "16_curriculum")
 counts = C.task_counts(mixes)
 counts
 
@@ -72,9 +81,17 @@ ax.figure.savefig(run.path("curriculum_tasks.png"), dpi=100)
 # The `select` step of every mix balances: rows in = rows kept + rows left out by reason.
 
 # %%
-pd.DataFrame([{"mix": name, **read_manifests(info.path)["processing"]["steps"][-2]["drop_reasons"],
-               "selected": read_manifests(info.path)["processing"]["steps"][-2]["count_out"], "rows": info.num_rows}
-              for name, info in mixes.items()]).fillna(0)
+pd.DataFrame(
+    [
+        {
+            "mix": name,
+            **read_manifests(info.path)["processing"]["steps"][-2]["drop_reasons"],
+            "selected": read_manifests(info.path)["processing"]["steps"][-2]["count_out"],
+            "rows": info.num_rows,
+        }
+        for name, info in mixes.items()
+    ]
+).fillna(0)
 
 # %% [markdown]
 # ## Mixing change log
@@ -91,7 +108,6 @@ C.changelog_table(mixes)
 # %%
 rl_info = C.build_rl_pool(cfg, run.path("rl_pool")) if cfg.rl_data else None
 if rl_info is not None:
-    record_consumption(cfg.rl_data, run.run_id, "16_curriculum")
     display(read_manifests(rl_info.path)["processing"]["steps"][-2])
     display(C.task_counts({"rl_pool": rl_info}))
 
@@ -99,7 +115,4 @@ if rl_info is not None:
 metrics = {f"rows/{name}": {"value": info.num_rows, "n": info.num_rows} for name, info in mixes.items()}
 if rl_info is not None:
     metrics["rows/rl_pool"] = {"value": rl_info.num_rows, "n": rl_info.num_rows}
-run.log_metrics(metrics)
-run.write_manifest("data_versions", {name: info.to_dict() for name, info in mixes.items()}
-                   | ({"rl_pool": rl_info.to_dict()} if rl_info is not None else {}))
-run.finish()
+run.finish(metrics=metrics, outputs=mixes | ({"rl_pool": rl_info} if rl_info is not None else {}))

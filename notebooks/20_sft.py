@@ -63,7 +63,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from nebula_utils.runs import start_run
-from nebula_utils.sft import load_sft_dataset, loss_table, train_sft
+from nebula_utils.train.sft import load_sft_dataset, loss_table, train_sft
 
 run = start_run("20_sft", globals())
 cfg = run.config
@@ -76,15 +76,19 @@ run.run_id
 # %%
 preview = load_sft_dataset(cfg.data, cfg.max_samples, cfg.seed)
 print(f"{len(preview)} samples from {cfg.data}")
-pd.DataFrame({"first turn": [m[0]["content"][:120] for m in preview["messages"][:5]],
-              "turns": [len(m) for m in preview["messages"][:5]]})
+pd.DataFrame(
+    {
+        "first turn": [m[0]["content"][:120] for m in preview["messages"][:5]],
+        "turns": [len(m) for m in preview["messages"][:5]],
+    }
+)
 
 # %% [markdown]
 # ## Train
 
 # %%
-metrics = train_sft(cfg, run)
-pd.Series(metrics, name="value").to_frame()
+metrics = train_sft(cfg, run.run_dir)
+pd.DataFrame(metrics).T
 
 # %% [markdown]
 # ## Training loss
@@ -97,4 +101,4 @@ ax.set(xlabel="step", ylabel="train loss", title=f"SFT loss · {run.run_id}")
 plt.show()
 
 # %%
-run.finish()
+run.finish(metrics=metrics)

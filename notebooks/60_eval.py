@@ -68,15 +68,19 @@ run.run_id
 # ## Benchmarks in this run
 
 # %%
-pd.DataFrame([{"benchmark": b.name, "capability": b.capability, "harness": b.harness, "task": b.task or b.source}
-              for b in select(load_suite(cfg.suite), cfg.part, cfg.benchmarks)])
+pd.DataFrame(
+    [
+        {"benchmark": b.name, "capability": b.capability, "harness": b.harness, "task": b.task or b.source}
+        for b in select(load_suite(cfg.suite_path()), cfg.part, cfg.benchmarks)
+    ]
+)
 
 # %% [markdown]
 # ## Evaluate
 # Scores per benchmark with n and the 95% percentile-bootstrap interval over items.
 
 # %%
-summary = evaluate(cfg, run)
+summary, metrics = evaluate(cfg, run.run_dir)
 results_table(summary)
 
 # %% [markdown]
@@ -84,8 +88,9 @@ results_table(summary)
 # Unweighted mean of benchmark scores, overall and per capability.
 
 # %%
-pd.Series({"average": summary["average"]} | {f"capability/{k}": v for k, v in summary["capabilities"].items()},
-          name="score").to_frame()
+pd.Series(
+    {"average": summary["average"]} | {f"capability/{k}": v for k, v in summary["capabilities"].items()}, name="score"
+).to_frame()
 
 # %%
 ax = plot_scores(summary)
@@ -94,4 +99,4 @@ plt.savefig(run.path("scores.png"), dpi=120)
 plt.show()
 
 # %%
-run.finish(parent_run=summary["model"]["parent_run"])
+run.finish(metrics=metrics, parent_run=summary["model"]["parent_run"])

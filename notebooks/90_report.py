@@ -48,14 +48,17 @@ tradeoff_axes: list = []
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from nebula_utils import lineage as lin
-from nebula_utils import report as rp
 from nebula_utils.io import atomic_write_json, atomic_write_text
-from nebula_utils.runs import RESULTS_ROOT, start_run
+from nebula_utils.paths import results_root
+from nebula_utils.report import compare as rp
+from nebula_utils.report import lineage as lin
+from nebula_utils.report import plots
+from nebula_utils.runs import start_run
+from nebula_utils.stages.report import html_path
 
 run = start_run("90_report", globals())
 cfg = run.config
-paths = cfg.runs or [str(p) for p in rp.find_eval_runs(RESULTS_ROOT)]
+paths = cfg.runs or [str(p) for p in rp.find_eval_runs(results_root())]
 results = rp.load_runs(paths, cfg.labels)
 lineages = [lin.lineage(r.path) for r in results]
 long = rp.comparison(results, cfg.baseline, cfg.bootstrap_resamples, cfg.seed)
@@ -91,21 +94,21 @@ for result, tree in zip(results, lineages):
 # Train loss of every training run in each row's lineage (nearest first).
 
 # %%
-rp.plot_training_curves(results, lineages)
+plots.plot_training_curves(results, lineages)
 plt.show()
 
 # %% [markdown]
 # ## Benchmark scores
 
 # %%
-rp.plot_benchmark_bars(long)
+plots.plot_benchmark_bars(long)
 plt.show()
 
 # %% [markdown]
 # ## Capability trade-off
 
 # %%
-rp.plot_tradeoff(long, cfg.tradeoff_axes)
+plots.plot_tradeoff(long, cfg.tradeoff_axes)
 plt.show()
 
 # %% [markdown]
@@ -115,15 +118,17 @@ plt.show()
 
 # %%
 funnel = rp.funnel_table(lin.data_versions(lineages, leaves_only=True))
-rp.plot_funnel(funnel)
+plots.plot_funnel(funnel)
 plt.show()
 funnel
 
 # %%
 atomic_write_text(run.path("comparison.csv"), long.to_csv(index=False))
 atomic_write_json(run.path("lineage.json"), {r.label: tree for r, tree in zip(results, lineages)})
-run.log_metrics({"report/runs": {"value": len(results), "n": len(results)}} | rp.delta_metrics(long))
-run.finish(report_html=str(rp.html_path(cfg.report_name, run.run_dir)))
+run.finish(
+    metrics={"report/runs": {"value": len(results), "n": len(results)}} | rp.delta_metrics(long),
+    report_html=str(html_path(cfg.report_name, run.run_dir)),
+)
 
 # %% [markdown]
 # The runner (`nebula run`) renders this executed notebook, code hidden, to

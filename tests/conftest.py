@@ -32,6 +32,6 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    from nebula_utils.models import resolve_model_path
+    from nebula_utils.inference.models import resolve_model_path
 
     return resolve_model_path("tiny-random")

@@ -24,9 +24,15 @@ SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 def mini_base(tmp_path: Path) -> Path:
     """A three-step base pipeline (environment, data, SFT) taken from the smoke pipeline's params."""
     smoke = {s["notebook"]: s for s in yaml.safe_load(SMOKE.read_text())["steps"]}
-    doc = {"pipeline": "mini", "defaults": {"model": "tiny-random"},
-           "steps": [smoke["00_environment"], smoke["10_data_sft_mix"],
-                     {"notebook": "20_sft", "params": smoke["20_sft"]["params"] | {"data": "@10_data_sft_mix/sft"}}]}
+    doc = {
+        "pipeline": "mini",
+        "defaults": {"model": "tiny-random"},
+        "steps": [
+            smoke["00_environment"],
+            smoke["10_data_sft_mix"],
+            {"notebook": "20_sft", "params": smoke["20_sft"]["params"] | {"data": "@10_data_sft_mix/sft"}},
+        ],
+    }
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -43,8 +49,12 @@ VARIED = {"20_sft", "60_eval_sft"}  # the steps the example grid changes (SFT an
 
 def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
     abl = load_ablation(EXAMPLE, tmp_path)
-    assert [v.label for v in abl.variants] == ["learning_rate=2e-05,seed=0", "learning_rate=2e-05,seed=1",
-                                               "learning_rate=0.0002,seed=0", "learning_rate=0.0002,seed=1"]
+    assert [v.label for v in abl.variants] == [
+        "learning_rate=2e-05,seed=0",
+        "learning_rate=2e-05,seed=1",
+        "learning_rate=0.0002,seed=0",
+        "learning_rate=0.0002,seed=1",
+    ]
     smoke = load_pipeline(SMOKE, tmp_path)
     shared = [s.name for s in smoke.steps if s.name not in VARIED | {"90_report"}]
     for v in abl.variants:
@@ -52,7 +62,10 @@ def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
         for name in shared:  # untouched by the grid: same run id as the smoke pipeline, reused
             assert v.pipeline.step(name).run_id == smoke.step(name).run_id
         sft = v.pipeline.step("20_sft")
-        assert sft.params["learning_rate"] == v.point["20_sft.learning_rate"] and sft.params["seed"] == v.point["20_sft.seed"]
+        assert (
+            sft.params["learning_rate"] == v.point["20_sft.learning_rate"]
+            and sft.params["seed"] == v.point["20_sft.seed"]
+        )
         assert sft.params["max_steps"] == 4 and sft.run_dir.parent == tmp_path / "sft_lr_smoke"
     assert len({v.pipeline.step("20_sft").run_id for v in abl.variants}) == 4
     assert len({v.pipeline.step("60_eval_sft").run_id for v in abl.variants}) == 4
@@ -60,7 +73,10 @@ def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
     assert abl.variants[0].pipeline.step("20_sft").science == smoke.step("20_sft").science
     plan = abl.plan()
     names = [s.name for _, s in plan]  # each distinct run once; the report last
-    assert sorted(names) == sorted(shared + ["20_sft"] * 4 + ["60_eval_sft"] * 4 + ["90_report"]) and names[-1] == "90_report"
+    assert (
+        sorted(names) == sorted(shared + ["20_sft"] * 4 + ["60_eval_sft"] * 4 + ["90_report"])
+        and names[-1] == "90_report"
+    )
     report = abl.report
     assert report.params["runs"] == [str(v.pipeline.step("60_eval_sft").run_dir) for v in abl.variants]
     assert report.params["labels"] == [v.label for v in abl.variants]
@@ -78,16 +94,19 @@ def test_unprefixed_axis_applies_to_every_step_declaring_it_and_overrides_apply_
     assert abl.report is None
 
 
-@pytest.mark.parametrize("doc, message", [
-    ({"grid": {"20_sft.learning_rat": [1e-5]}}, "step '20_sft' (20_sft) has no parameter 'learning_rat'"),
-    ({"grid": {"21_sft.learning_rate": [1e-5]}}, "no step named '21_sft'"),
-    ({"grid": {"20_sft.learning_rate": ["fast"]}}, "grid '20_sft.learning_rate' value 'fast': expected float"),
-    ({"grid": {"20_sft.learning_rate": [1e-5, 1e-5]}}, "grid '20_sft.learning_rate' repeats a value"),
-    ({"grid": {}}, "'grid' must be a non-empty mapping"),
-    ({"grid": {"seed": [0]}, "report": {"step": "60_eval_sft"}}, "no step named '60_eval_sft'"),
-    ({"grid": {"seed": [0]}, "gird": 1}, "unknown key 'gird'"),
-    ({"grid": {"20_sft.num_threads": [1, 2]}}, "identical pipelines"),
-])
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"grid": {"20_sft.learning_rat": [1e-5]}}, "step '20_sft' (20_sft) has no parameter 'learning_rat'"),
+        ({"grid": {"21_sft.learning_rate": [1e-5]}}, "no step named '21_sft'"),
+        ({"grid": {"20_sft.learning_rate": ["fast"]}}, "grid '20_sft.learning_rate' value 'fast': expected float"),
+        ({"grid": {"20_sft.learning_rate": [1e-5, 1e-5]}}, "grid '20_sft.learning_rate' repeats a value"),
+        ({"grid": {}}, "'grid' must be a non-empty mapping"),
+        ({"grid": {"seed": [0]}, "report": {"step": "60_eval_sft"}}, "no step named '60_eval_sft'"),
+        ({"grid": {"seed": [0]}, "gird": 1}, "unknown key 'gird'"),
+        ({"grid": {"20_sft.num_threads": [1, 2]}}, "identical pipelines"),
+    ],
+)
 def test_bad_ablation_files_fail_with_one_line_naming_file_and_key(tmp_path, doc, message):
     with pytest.raises(ConfigError) as err:
         load_ablation(ablation_file(tmp_path, **doc), tmp_path)
@@ -96,13 +115,16 @@ def test_bad_ablation_files_fail_with_one_line_naming_file_and_key(tmp_path, doc
 
 def fake_execute(calls: list):
     """Stands in for papermill: records the step and writes what a finished notebook writes."""
+
     def execute(step):
         calls.append(step.run_id)
         step.run_dir.mkdir(parents=True, exist_ok=True)
         (step.run_dir / "config.yaml").write_text(yaml.safe_dump(step.params | {"run_id": step.run_id}))
-        (step.run_dir / "run.json").write_text(json.dumps({"run_id": step.run_id, "status": "complete",
-                                                           "stage": step.notebook}))
+        (step.run_dir / "run.json").write_text(
+            json.dumps({"run_id": step.run_id, "status": "complete", "stage": step.notebook})
+        )
         return 0.0
+
     return execute
 
 
@@ -139,18 +161,29 @@ def test_an_ablation_over_base_pipeline_with_eval_and_report_steps_drops_the_inn
     base = yaml.safe_load(mini_base(tmp_path).read_text())
     base["steps"].append({"notebook": "90_report", "params": {"runs": ["@20_sft"], "report_name": "inner"}})
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    abl = load_ablation(ablation_file(tmp_path, base=str(tmp_path / "base.yaml"), grid={"20_sft.lora_r": [4, 8]},
-                                      report={"step": "20_sft", "labels": ["r4", "r8"],
-                                              "params": {"bootstrap_resamples": 200}}), tmp_path)
-    assert all([s.notebook for s in v.pipeline.steps] == ["00_environment", "10_data_sft_mix", "20_sft"]
-               for v in abl.variants)
+    abl = load_ablation(
+        ablation_file(
+            tmp_path,
+            base=str(tmp_path / "base.yaml"),
+            grid={"20_sft.lora_r": [4, 8]},
+            report={"step": "20_sft", "labels": ["r4", "r8"], "params": {"bootstrap_resamples": 200}},
+        ),
+        tmp_path,
+    )
+    assert all(
+        [s.notebook for s in v.pipeline.steps] == ["00_environment", "10_data_sft_mix", "20_sft"] for v in abl.variants
+    )
     assert abl.report.params["labels"] == ["r4", "r8"] and abl.report.params["bootstrap_resamples"] == 200
 
 
 def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(EXAMPLE), *args,
-                               "--results", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+        return subprocess.run(
+            [sys.executable, "-m", "nebula_utils.cli", "run", str(EXAMPLE), *args, "--results", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
 
     plan = cli("--plan")
     assert plan.returncode == 0, plan.stderr

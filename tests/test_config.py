@@ -77,7 +77,9 @@ def test_yaml_float_quirk_and_int_widening():
 
 def test_run_id_same_config_same_id_runtime_knobs_excluded(tmp_path):
     a = load_pipeline(write(tmp_path, sft_pipeline(), "a.yaml"), results_root=tmp_path).steps[0]
-    b = load_pipeline(write(tmp_path, sft_pipeline(logging_steps=50, num_threads=1), "b.yaml"), results_root=tmp_path).steps[0]
+    b = load_pipeline(
+        write(tmp_path, sft_pipeline(logging_steps=50, num_threads=1), "b.yaml"), results_root=tmp_path
+    ).steps[0]
     c = load_pipeline(write(tmp_path, sft_pipeline(learning_rate=1e-3), "c.yaml"), results_root=tmp_path).steps[0]
     assert a.run_id == b.run_id  # logging and threads are runtime-only
     assert a.run_id != c.run_id

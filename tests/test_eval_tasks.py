@@ -9,8 +9,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pytest
-
 from nebula_utils.evaluate.lm_tasks import load_local_tasks, local_task_name, write_local_tasks
 from nebula_utils.evaluate.suites import load_suite
 
@@ -32,8 +30,10 @@ def generation_scores(task, respond, k: int = 3) -> list[dict]:
     for inst in task.instances:
         inst.resps = [respond(inst.doc)]
     task.apply_filters()
-    return [{key: task.process_results(inst.doc, [resp]) for key, resp in inst.filtered_resps.items()}
-            for inst in task.instances]
+    return [
+        {key: task.process_results(inst.doc, [resp]) for key, resp in inst.filtered_resps.items()}
+        for inst in task.instances
+    ]
 
 
 def choice_scores(task, pick, k: int = 3) -> list[dict]:
@@ -53,7 +53,9 @@ def test_gsm8k_gold_solutions_score_one_and_wrong_answers_zero(shared_data, tmp_
     assert [s["flexible-extract"]["exact_match"] for s in gold] == [1.0] * 3
     wrong = generation_scores(tasks["gsm8k"], lambda doc: "so the total is #### 987654")
     assert all(s[f]["exact_match"] == 0.0 for s in wrong for f in s)
-    cot = generation_scores(tasks["gsm8k_cot"], lambda doc: f"Working. The answer is {doc['answer'].split('####')[-1].strip()}.")
+    cot = generation_scores(
+        tasks["gsm8k_cot"], lambda doc: f"Working. The answer is {doc['answer'].split('####')[-1].strip()}."
+    )
     assert [s["strict-match"]["exact_match"] for s in cot] == [1.0] * 3
 
 
@@ -80,16 +82,21 @@ def test_truthfulqa_mc_true_answers_score_one(shared_data, tmp_path):
 
 def test_ifeval_compliant_answers_score_one(shared_data, tmp_path):
     task = _tasks(["ifeval"], shared_data, tmp_path)["ifeval"]
-    answers = {"change_case:english_lowercase": "here is my answer, all in lowercase letters as you asked.",
-               "change_case:english_capital": "HERE IS MY ANSWER, ALL IN CAPITAL LETTERS AS YOU ASKED.",
-               "punctuation:no_comma": "Here is my answer without a single comma in it."}
+    answers = {
+        "change_case:english_lowercase": "here is my answer, all in lowercase letters as you asked.",
+        "change_case:english_capital": "HERE IS MY ANSWER, ALL IN CAPITAL LETTERS AS YOU ASKED.",
+        "punctuation:no_comma": "Here is my answer without a single comma in it.",
+    }
     docs = [d for d in task.eval_docs if len(d["instruction_id_list"]) == 1 and d["instruction_id_list"][0] in answers]
     assert len(docs) >= 5
     for doc in docs[:6]:
         (iid,) = doc["instruction_id_list"]
         assert task.process_results(doc, [answers[iid]])["prompt_level_strict_acc"] is True
-        other = next(a for k, a in answers.items() if k != iid and not (k.endswith("comma") or iid.endswith("comma")))\
-            if not iid.endswith("comma") else "Well, this answer, sadly, has commas."
+        other = (
+            next(a for k, a in answers.items() if k != iid and not (k.endswith("comma") or iid.endswith("comma")))
+            if not iid.endswith("comma")
+            else "Well, this answer, sadly, has commas."
+        )
         assert task.process_results(doc, [other])["prompt_level_strict_acc"] is False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nebula_utils.generation import Completion, SamplingParams, TransformersGenerator, make_generator
+from nebula_utils.inference.generation import Completion, SamplingParams, TransformersGenerator, make_generator
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_unknown_backend_is_rejected():
 @pytest.mark.gpu
 def test_vllm_backend_has_the_transformers_output_schema(tiny_model_path):
     pytest.importorskip("vllm")
-    from nebula_utils.generation import VLLMGenerator
+    from nebula_utils.inference.generation import VLLMGenerator
 
     params = SamplingParams(n=2, max_new_tokens=6, temperature=1.0, logprobs=True)
     prompts = ["hi", [{"role": "user", "content": "What is 2+2?"}]]
@@ -69,8 +69,11 @@ def test_vllm_backend_has_the_transformers_output_schema(tiny_model_path):
     for gen in (vgen, tgen):
         groups = gen.generate_full(prompts, params)
         assert [len(g) for g in groups] == [2, 2]
-        assert all(c.finish_reason in ("stop", "length") and 1 <= c.num_tokens <= 6 and c.mean_logprob is not None
-                   for g in groups for c in g)
+        assert all(
+            c.finish_reason in ("stop", "length") and 1 <= c.num_tokens <= 6 and c.mean_logprob is not None
+            for g in groups
+            for c in g
+        )
     assert vgen.chat_texts(prompts) == tgen.chat_texts(prompts)  # identical inputs on both backends
     (greedy,) = vgen.generate_full(["hi"], SamplingParams(n=2, max_new_tokens=4))
     assert greedy[0].text == greedy[1].text

@@ -2,7 +2,12 @@
 
 import pytest
 
-from nebula_utils.models import ModelNotAvailable, chatml_template, load_model_and_tokenizer, resolve_model_path
+from nebula_utils.inference.models import (
+    ModelNotAvailable,
+    chatml_template,
+    load_model_and_tokenizer,
+    resolve_model_path,
+)
 
 
 def test_tiny_random_is_deterministic_and_has_generation_markers(tiny_model_path):
@@ -11,7 +16,8 @@ def test_tiny_random_is_deterministic_and_has_generation_markers(tiny_model_path
     assert model.config.num_hidden_layers == 2 and model.config.model_type == "qwen3"
     enc = tok.apply_chat_template(
         [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}],
-        return_dict=True, return_assistant_tokens_mask=True,
+        return_dict=True,
+        return_assistant_tokens_mask=True,
     )
     masked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
     assert tok.decode(masked).startswith("hello there")
@@ -21,10 +27,14 @@ def test_tiny_random_is_deterministic_and_has_generation_markers(tiny_model_path
 def test_packaged_smollm2_converts_and_answers():
     model, tok = load_model_and_tokenizer("packaged:smollm2-135m-instruct", device="cpu")
     assert model.config.num_hidden_layers == 30  # SmolLM2-135M
-    enc = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    enc = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_dict=True,
+        return_tensors="pt",
+    )
     out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0][enc["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0][enc["input_ids"].shape[1] :])
 
 
 def test_hub_id_offline_gives_clear_error(monkeypatch, tmp_path):

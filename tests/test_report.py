@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from nebula_utils import lineage as lin
-from nebula_utils import report as rp
 from nebula_utils.config import ConfigError
 from nebula_utils.data.manifests import processing_step, source_entry
 from nebula_utils.data.schema import to_dataset
 from nebula_utils.data.versions import derive_version, save_version
+from nebula_utils.report import compare as rp
+from nebula_utils.report import lineage as lin
 from nebula_utils.stats import bootstrap_mean
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,11 +26,20 @@ N_ITEMS = 120
 def write_run(run_dir: Path, stage: str, config: dict, metrics: dict | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config | {"run_id": run_dir.name, "run_dir": str(run_dir)}))
-    (run_dir / "run.json").write_text(json.dumps({
-        "run_id": run_dir.name, "stage": stage, "status": "complete", "config_hash": run_dir.name.rsplit("-", 1)[1],
-        "versions": {"python": "3.11"}}))
-    (run_dir / "metrics.json").write_text(json.dumps({"schema_version": 1, "run_id": run_dir.name, "stage": stage,
-                                                      "metrics": metrics or {}}))
+    (run_dir / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": run_dir.name,
+                "stage": stage,
+                "status": "complete",
+                "config_hash": run_dir.name.rsplit("-", 1)[1],
+                "versions": {"python": "3.11"},
+            }
+        )
+    )
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"schema_version": 1, "run_id": run_dir.name, "stage": stage, "metrics": metrics or {}})
+    )
     return run_dir
 
 
@@ -38,27 +47,54 @@ def write_eval(run_dir: Path, model: str, scores: dict[str, np.ndarray]) -> Path
     """An eval run folder by the 60_eval contract: config, run.json, metrics, samples, eval_summary."""
     benches, metrics = {}, {}
     for name, s in scores.items():
-        rows = [{"id": f"{name}/{i}", "score": float(v), "prompt": f"q{i}", "response": "r", "target": "t"}
-                for i, v in enumerate(s)]
+        rows = [
+            {"id": f"{name}/{i}", "score": float(v), "prompt": f"q{i}", "response": "r", "target": "t"}
+            for i, v in enumerate(s)
+        ]
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         (run_dir / "samples" / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         est = bootstrap_mean(s)
-        benches[name] = {"score": est.value, "n": len(s), "ci95": [est.low, est.high], "capability": BENCHMARKS[name],
-                         "metric": "acc", "path": f"samples/{name}.jsonl"}
+        benches[name] = {
+            "score": est.value,
+            "n": len(s),
+            "ci95": [est.low, est.high],
+            "capability": BENCHMARKS[name],
+            "metric": "acc",
+            "path": f"samples/{name}.jsonl",
+        }
         metrics[f"eval/{name}"] = est.as_metric()
     average = float(np.mean([b["score"] for b in benches.values()]))
     metrics["eval/average"] = {"value": average, "n": None, "ci95": None}
     write_run(run_dir, "60_eval", {"model": model, "suite": "fixture", "part": "all", "seed": 0}, metrics)
-    (run_dir / "eval_summary.json").write_text(json.dumps({
-        "suite": "fixture", "part": "all", "model": model, "benchmarks": benches, "skipped": {}, "average": average,
-        "capabilities": {c: benches[b]["score"] for b, c in BENCHMARKS.items() if b in benches}}))
+    (run_dir / "eval_summary.json").write_text(
+        json.dumps(
+            {
+                "suite": "fixture",
+                "part": "all",
+                "model": model,
+                "benchmarks": benches,
+                "skipped": {},
+                "average": average,
+                "capabilities": {c: benches[b]["score"] for b, c in BENCHMARKS.items() if b in benches},
+            }
+        )
+    )
     return run_dir
 
 
 def sft_rows(n: int) -> list[dict]:
-    return [{"id": f"s:{i}", "source": "unit", "license": "MIT", "task": "math_reasoning",
-             "messages": [{"role": "user", "content": f"{i}+1?"}, {"role": "assistant", "content": str(i + 1)}],
-             "verifier": "math", "reference": {"answer": str(i + 1)}} for i in range(n)]
+    return [
+        {
+            "id": f"s:{i}",
+            "source": "unit",
+            "license": "MIT",
+            "task": "math_reasoning",
+            "messages": [{"role": "user", "content": f"{i}+1?"}, {"role": "assistant", "content": str(i + 1)}],
+            "verifier": "math",
+            "reference": {"answer": str(i + 1)},
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +104,31 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("results") / "fx"
     data_run = write_run(root / "10_data_sft_mix-aaaa0000", "10_data_sft_mix", {"seed": 0})
     ds = to_dataset("sft", sft_rows(10))
-    save_version(ds, data_run / "sft", "sft", source_entry("unit-gen", path="generator"),
-                 [processing_step("generate", count_in=12, count_out=10, drop_reasons={"too_long": 2})])
-    derive_version(data_run / "sft", ds.select(range(8)), data_run / "sft_dedup",
-                   processing_step("dedup", count_in=10, count_out=8, drop_reasons={"near_duplicate": 2}))
-    sft = write_run(root / "20_sft-bbbb0000", "20_sft", {"model": "tiny-random", "data": str(data_run / "sft_dedup")},
-                    {"train/loss_last": {"value": 1.0, "n": 8, "ci95": None}})
-    (sft / "train_log.json").write_text(json.dumps([{"step": s, "loss": 3.0 / s, "learning_rate": 1e-5}
-                                                    for s in range(1, 6)] + [{"step": 5, "train_runtime": 1.0}]))
+    save_version(
+        ds,
+        data_run / "sft",
+        "sft",
+        source_entry("unit-gen", path="generator"),
+        [processing_step("generate", count_in=12, count_out=10, drop_reasons={"too_long": 2})],
+    )
+    derive_version(
+        data_run / "sft",
+        ds.select(range(8)),
+        data_run / "sft_dedup",
+        processing_step("dedup", count_in=10, count_out=8, drop_reasons={"near_duplicate": 2}),
+    )
+    sft = write_run(
+        root / "20_sft-bbbb0000",
+        "20_sft",
+        {"model": "tiny-random", "data": str(data_run / "sft_dedup")},
+        {"train/loss_last": {"value": 1.0, "n": 8, "ci95": None}},
+    )
+    (sft / "train_log.json").write_text(
+        json.dumps(
+            [{"step": s, "loss": 3.0 / s, "learning_rate": 1e-5} for s in range(1, 6)]
+            + [{"step": 5, "train_runtime": 1.0}]
+        )
+    )
     (sft / "model").mkdir()
     (sft / "model" / "config.json").write_text("{}")
 
@@ -89,7 +142,9 @@ def chain(tmp_path_factory) -> dict[str, Path]:
     better["ifeval"] = base["ifeval"].copy()  # the SFT run gains on math and knowledge only
     better["ifeval"][np.flatnonzero(base["ifeval"] == 1)[:30]] = 0.0  # ...and loses instruction following
     return {
-        "root": root, "data_run": data_run, "sft": sft,
+        "root": root,
+        "data_run": data_run,
+        "sft": sft,
         "base": write_eval(root / "60_eval-c0000000", "tiny-random", base),
         "same": write_eval(root / "60_eval-c1111111", "tiny-random", {b: s.copy() for b, s in base.items()}),
         "flip": write_eval(root / "60_eval-c2222222", "tiny-random", flipped),
@@ -160,8 +215,11 @@ def test_lineage_walks_eval_to_checkpoint_training_run_and_data_versions(chain):
     table = lin.lineage_table(tree)
     assert "8 rows" in table["detail"].iloc[4] and "sources: unit-gen" in table["detail"].iloc[4]
     funnel = rp.funnel_table(lin.data_versions([tree]))
-    assert funnel[["step", "in", "out"]].values.tolist() == [["generate", 12, 10], ["dedup", 10, 8],
-                                                             ["generate", 12, 10]]
+    assert funnel[["step", "in", "out"]].values.tolist() == [
+        ["generate", 12, 10],
+        ["dedup", 10, 8],
+        ["generate", 12, 10],
+    ]
     leaves = rp.funnel_table(lin.data_versions([tree], leaves_only=True))
     assert leaves[["step", "out"]].values.tolist() == [["generate", 10], ["dedup", 8]]
 
@@ -172,8 +230,12 @@ def test_html_has_the_table_and_no_code(chain, tmp_path):
 
     runs = rp.load_runs([chain["base"], chain["sft_eval"]], ["base", "sft"])
     table = rp.summary_table(runs, rp.comparison(runs, 0, resamples=200))
-    cell = new_code_cell("SECRET_CODE = rp.summary_table(runs)", outputs=[
-        new_output("execute_result", {"text/html": table.to_html(), "text/plain": str(table)}, execution_count=1)])
+    cell = new_code_cell(
+        "SECRET_CODE = rp.summary_table(runs)",
+        outputs=[
+            new_output("execute_result", {"text/html": table.to_html(), "text/plain": str(table)}, execution_count=1)
+        ],
+    )
     nbformat.write(new_notebook(cells=[cell]), tmp_path / "nb.ipynb")
     html = rp.render_html(tmp_path / "nb.ipynb", tmp_path / "out" / "r.html").read_text()
     assert "SECRET_CODE" not in html and "config hash" in html and "▲ up" in html
@@ -189,9 +251,25 @@ def test_report_notebook_runs_through_the_runner_and_renders_html(chain, tmp_pat
     from nebula_utils.runner import run_pipeline
 
     pipe = tmp_path / "report.yaml"
-    pipe.write_text(yaml.safe_dump({"pipeline": "rep", "steps": [{"notebook": "90_report", "params": {
-        "runs": [str(chain[k]) for k in ("base", "same", "sft_eval")], "labels": ["base", "same", "sft"],
-        "baseline": "base", "report_name": "fx", "bootstrap_resamples": 300}}]}))
+    pipe.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "rep",
+                "steps": [
+                    {
+                        "notebook": "90_report",
+                        "params": {
+                            "runs": [str(chain[k]) for k in ("base", "same", "sft_eval")],
+                            "labels": ["base", "same", "sft"],
+                            "baseline": "base",
+                            "report_name": "fx",
+                            "bootstrap_resamples": 300,
+                        },
+                    }
+                ],
+            }
+        )
+    )
     results = tmp_path / "results"
     log: list[str] = []
     assert run_pipeline(load_pipeline(pipe, results), echo=log.append) == {"90_report": "ran"}
@@ -218,7 +296,11 @@ def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curv
     trees = [lin.lineage(r.path) for r in runs]
     table = rp.summary_table(runs, long, trees)
     assert table["train/loss_last"].tolist() == [1.0, 1.0] and "gsm8k" not in table
-    assert table["data version"].iloc[0].endswith(f"@{lin.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
+    assert (
+        table["data version"]
+        .iloc[0]
+        .endswith(f"@{lin.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
+    )
     fig = rp.plot_training_curves(runs, trees)
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
     for plot in (rp.plot_benchmark_bars(long), rp.plot_tradeoff(long)):

@@ -9,22 +9,39 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from nebula_utils.rewards import VerifierReward, make_reward_funcs, prompt_text, reward_answer_format
+from nebula_utils.verifiers.rewards import VerifierReward, make_reward_funcs, prompt_text, reward_answer_format
 
 ADD = {
-    "prompt": "def add(a: int, b: int) -> int:\n    \"\"\"Return a + b.\"\"\"\n",
+    "prompt": 'def add(a: int, b: int) -> int:\n    """Return a + b."""\n',
     "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n",
     "entry_point": "add",
 }
 ROWS = [  # (dataset row, completion, expected reward from its own verifier)
-    ({"prompt": "What is 6 * 7?", "verifier": "math", "reference": json.dumps({"answer": "#### 42"})},
-     "6 * 7 = 42, so the answer is \\boxed{42}.", 1.0),
-    ({"prompt": "What is 6 * 7?", "verifier": "math", "reference": json.dumps({"answer": "#### 42"})},
-     "It is 41.", 0.0),
-    ({"prompt": [{"role": "user", "content": "Write one sentence about rivers. Do not use any commas."}],
-      "verifier": "ifeval", "reference": json.dumps({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
-                                                     "prompt": "Write one sentence about rivers. Do not use any commas."})},
-     "Rivers carry water from the hills down to the sea.", 1.0),
+    (
+        {"prompt": "What is 6 * 7?", "verifier": "math", "reference": json.dumps({"answer": "#### 42"})},
+        "6 * 7 = 42, so the answer is \\boxed{42}.",
+        1.0,
+    ),
+    (
+        {"prompt": "What is 6 * 7?", "verifier": "math", "reference": json.dumps({"answer": "#### 42"})},
+        "It is 41.",
+        0.0,
+    ),
+    (
+        {
+            "prompt": [{"role": "user", "content": "Write one sentence about rivers. Do not use any commas."}],
+            "verifier": "ifeval",
+            "reference": json.dumps(
+                {
+                    "instruction_id_list": ["punctuation:no_comma"],
+                    "kwargs": [{}],
+                    "prompt": "Write one sentence about rivers. Do not use any commas.",
+                }
+            ),
+        },
+        "Rivers carry water from the hills down to the sea.",
+        1.0,
+    ),
     ({"prompt": "Add two numbers.", "verifier": "code", "reference": json.dumps(ADD)}, "    return a + b\n", 1.0),
     ({"prompt": "Add two numbers.", "verifier": "code", "reference": json.dumps(ADD)}, "    return a - b\n", 0.0),
     ({"prompt": "Reply in JSON.", "verifier": "format", "reference": json.dumps({"json": True})}, '{"ok": true}', 1.0),
@@ -38,10 +55,14 @@ def _trl_rewards(funcs, rows, completions):
 
     fake = SimpleNamespace(
         accelerator=SimpleNamespace(device=torch.device("cpu"), is_main_process=True),
-        args=SimpleNamespace(report_to=[]), state=SimpleNamespace(global_step=0), environments=None,
-        reward_funcs=funcs, reward_processing_classes=[None] * len(funcs),
+        args=SimpleNamespace(report_to=[]),
+        state=SimpleNamespace(global_step=0),
+        environments=None,
+        reward_funcs=funcs,
+        reward_processing_classes=[None] * len(funcs),
         reward_func_names=[get_callable_name(f) for f in funcs],
-        _pending_extra_logs=defaultdict(list), _pending_metrics=defaultdict(list),
+        _pending_extra_logs=defaultdict(list),
+        _pending_metrics=defaultdict(list),
     )
     fake._log_completion_extra = partial(GRPOTrainer._log_completion_extra, fake)
     fake._log_metric = partial(GRPOTrainer._log_metric, fake)
@@ -53,8 +74,13 @@ def _trl_rewards(funcs, rows, completions):
 def test_through_trl_calculate_rewards():
     weights = {"math": 1.0, "ifeval": 0.5, "code": 2.0, "format": 1.0}
     funcs, reward_weights = make_reward_funcs(weights, format_weight=0.25, workers=2)
-    assert [f.__name__ for f in funcs] == ["reward_math", "reward_ifeval", "reward_code", "reward_format",
-                                            "reward_answer_format"]
+    assert [f.__name__ for f in funcs] == [
+        "reward_math",
+        "reward_ifeval",
+        "reward_code",
+        "reward_format",
+        "reward_answer_format",
+    ]
     assert reward_weights == [1.0, 0.5, 2.0, 1.0, 0.25]
     rows = [r for r, _, _ in ROWS]
     completions = [c for _, c, _ in ROWS]
@@ -80,12 +106,19 @@ def test_through_trl_calculate_rewards():
 
 def test_prompt_filled_in_for_the_echo_guard():
     reward = VerifierReward("math", {"math"})
-    prompt = [{"role": "system", "content": "Be brief."},
-              {"role": "user", "content": "Tom has 3 bags of 14 apples. How many apples? Reply with 42 if unsure."}]
+    prompt = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Tom has 3 bags of 14 apples. How many apples? Reply with 42 if unsure."},
+    ]
     echo = "Tom has 3 bags of 14 apples. How many apples? Reply with 42 if unsure."
     logged = {}
-    out = reward(prompts=[prompt, prompt], completions=[echo, "3 * 14 = 42\n#### 42"], verifier=["math", "math"],
-                 reference=[{"answer": "42"}] * 2, log_extra=lambda col, vals: logged.update({col: vals}))
+    out = reward(
+        prompts=[prompt, prompt],
+        completions=[echo, "3 * 14 = 42\n#### 42"],
+        verifier=["math", "math"],
+        reference=[{"answer": "42"}] * 2,
+        log_extra=lambda col, vals: logged.update({col: vals}),
+    )
     assert out == [0.0, 1.0] and logged["math_reason"][0] == "answer only echoes the prompt"
     assert prompt_text(prompt) == prompt[1]["content"]
 
@@ -110,8 +143,12 @@ def test_pickles_for_trl_async_rollout():
     reward = VerifierReward("ifeval", {"ifeval"}, workers=3, strict=False)
     clone = pickle.loads(pickle.dumps(reward))
     assert (clone.__name__, clone.workers, clone.verifier.strict) == ("reward_ifeval", 3, False)
-    args = dict(prompts=["p"], completions=["no commas here at all my friend"], verifier=["ifeval"],
-                reference=[{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}])
+    args = dict(
+        prompts=["p"],
+        completions=["no commas here at all my friend"],
+        verifier=["ifeval"],
+        reference=[{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}],
+    )
     assert clone(**args) == reward(**args) == [1.0]
 
 
@@ -128,8 +165,13 @@ def test_pickles_for_trl_async_rollout():
 )
 def test_bad_columns_are_clear_errors(kwargs, match):
     reward = VerifierReward("math", {"math"})
-    args = {"prompts": ["a", "b"], "completions": ["1", "2"], "verifier": ["math", "math"],
-            "reference": ['{"answer": "1"}', '{"answer": "2"}'], **kwargs}
+    args = {
+        "prompts": ["a", "b"],
+        "completions": ["1", "2"],
+        "verifier": ["math", "math"],
+        "reference": ['{"answer": "1"}', '{"answer": "2"}'],
+        **kwargs,
+    }
     with pytest.raises(ValueError, match=match):
         reward(**args)
 

@@ -31,8 +31,10 @@ def pipeline_file(tmp_path: Path, data: str, lr: float = 5e-3, name: str = "p.ya
 @pytest.fixture
 def data(tmp_path) -> str:
     path = tmp_path / "d.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i}"}]}
-            for i in range(8)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i}"}]}
+        for i in range(8)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -50,11 +52,14 @@ def test_run_skip_and_rerun_only_affected(tmp_path, data, tiny_model_path):
     again = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), echo=log.append)
     assert again == {"00_environment": "skipped", "20_sft": "skipped"}
 
-    changed = run_pipeline(load_pipeline(pipeline_file(tmp_path, data, lr=1e-3, name="q.yaml"), results), echo=log.append)
+    changed = run_pipeline(
+        load_pipeline(pipeline_file(tmp_path, data, lr=1e-3, name="q.yaml"), results), echo=log.append
+    )
     assert changed == {"00_environment": "skipped", "20_sft": "ran"}
 
-    only = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), force=True, only="00_environment",
-                        echo=log.append)
+    only = run_pipeline(
+        load_pipeline(pipeline_file(tmp_path, data), results), force=True, only="00_environment", echo=log.append
+    )
     assert only == {"00_environment": "ran"}
 
 
@@ -71,16 +76,30 @@ def test_failing_step_reports_cell_error_and_partial_notebook(tmp_path, tiny_mod
 def test_cli_config_error_is_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"steps": [{"notebook": "20_sft", "params": {"learning_rat": 1}}]}))
-    proc = subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(bad)], capture_output=True,
-                          text=True, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nebula_utils.cli", "run", str(bad)], capture_output=True, text=True, cwd=REPO
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.yaml" in lines[0] and "'learning_rat'" in lines[0]
 
 
 def test_cli_plan_lists_steps(tmp_path, data):
-    proc = subprocess.run([sys.executable, "-m", "nebula_utils.cli", "run", str(pipeline_file(tmp_path, data)),
-                           "--plan", "--results", str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nebula_utils.cli",
+            "run",
+            str(pipeline_file(tmp_path, data)),
+            "--plan",
+            "--results",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "00_environment-" in proc.stdout and "pending" in proc.stdout
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nebula_utils.sandbox import SandboxLimits, run_many, run_python, sandbox_features
+from nebula_utils.verifiers.sandbox import SandboxLimits, run_many, run_python, sandbox_features
 
 LIMITS = SandboxLimits(wall_seconds=2.0, cpu_seconds=1, memory_bytes=256 << 20, output_bytes=1 << 20)
 SECRET = "nebula-test-secret-7f3a9c"
@@ -173,8 +173,11 @@ def test_no_network(contained, mode):
     listener.setblocking(False)
     port = listener.getsockname()[1]
     try:
-        res = contained(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
-                        "s.sendall(b'exfiltrated')\n", **MODES[mode])
+        res = contained(
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'exfiltrated')\n",
+            **MODES[mode],
+        )
         assert _is_contained(res) or "Network is unreachable" in res.reason, res
         with pytest.raises(BlockingIOError):
             listener.accept()  # nothing ever connected
@@ -202,8 +205,10 @@ def test_parent_env_does_not_leak(contained, monkeypatch, mode, attack):
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize(
     "attack",
-    ["import os, signal\nos.kill(os.getppid(), signal.SIGUSR1)",
-     "import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGUSR1)"],
+    [
+        "import os, signal\nos.kill(os.getppid(), signal.SIGUSR1)",
+        "import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGUSR1)",
+    ],
     ids=["kill-parent", "killpg-parent"],
 )
 def test_cannot_signal_the_parent(contained, mode, attack):

@@ -7,23 +7,34 @@ import pytest
 
 from nebula_utils.config import ConfigError, merge_layers, stage_defaults
 from nebula_utils.runs import start_run
-from nebula_utils.sft import SFTStageConfig, load_sft_dataset, loss_table, train_sft
+from nebula_utils.train.sft import SFTStageConfig, load_sft_dataset, loss_table, train_sft
 
 
 def make_data(path: Path, n: int = 16) -> str:
     with open(path, "w") as fh:
         for i in range(n):
-            msgs = [{"role": "user", "content": f"What is {i} plus {i}?"},
-                    {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. The answer is {2 * i}."}]
+            msgs = [
+                {"role": "user", "content": f"What is {i} plus {i}?"},
+                {"role": "assistant", "content": f"{i} plus {i} is {2 * i}. The answer is {2 * i}."},
+            ]
             fh.write(json.dumps({"messages": msgs}) + "\n")
     return str(path)
 
 
 def sft_params(tmp_path, **over):
     values = merge_layers(SFTStageConfig, "20_sft", stage_defaults("20_sft"))
-    values.update(model="tiny-random", data=make_data(tmp_path / "d.jsonl"), max_steps=6,
-                  learning_rate=5e-3, logging_steps=1, per_device_train_batch_size=4, max_length=64,
-                  run_dir=str(tmp_path / "run"), run_id="", device="cpu")
+    values.update(
+        model="tiny-random",
+        data=make_data(tmp_path / "d.jsonl"),
+        max_steps=6,
+        learning_rate=5e-3,
+        logging_steps=1,
+        per_device_train_batch_size=4,
+        max_length=64,
+        run_dir=str(tmp_path / "run"),
+        run_id="",
+        device="cpu",
+    )
     values.update(over)
     return values
 
@@ -35,7 +46,7 @@ def test_sft_trains_and_saves_loadable_model(tmp_path, tiny_model_path, use_lora
     assert metrics["train/loss_last"] < metrics["train/loss_first"]  # it learns the pattern
     losses = loss_table(run.run_dir)
     assert len(losses) == 6
-    from nebula_utils.models import load_model_and_tokenizer
+    from nebula_utils.inference.models import load_model_and_tokenizer
 
     model, _ = load_model_and_tokenizer(str(run.path("model")), device="cpu")
     assert not hasattr(model, "peft_config")  # LoRA adapters are merged into a plain checkpoint
@@ -46,11 +57,15 @@ def test_sft_trains_and_saves_loadable_model(tmp_path, tiny_model_path, use_lora
 def test_assistant_only_loss_masks_user_tokens(tmp_path, tiny_model_path):
     from trl import SFTTrainer
 
-    from nebula_utils.models import load_tokenizer
+    from nebula_utils.inference.models import load_tokenizer
 
     cfg = SFTStageConfig(**sft_params(tmp_path))
-    trainer = SFTTrainer(model=tiny_model_path, args=cfg.to_trl(tmp_path / "o"),
-                         train_dataset=load_sft_dataset(cfg.data), processing_class=load_tokenizer("tiny-random"))
+    trainer = SFTTrainer(
+        model=tiny_model_path,
+        args=cfg.to_trl(tmp_path / "o"),
+        train_dataset=load_sft_dataset(cfg.data),
+        processing_class=load_tokenizer("tiny-random"),
+    )
     row = trainer.train_dataset[0]
     tok = trainer.processing_class
     kept = tok.decode([t for t in row["labels"] if t != -100])

@@ -28,8 +28,9 @@ def test_smoke_pipeline_runs_twice_with_identical_metrics(tmp_path, monkeypatch,
     html = (tmp_path / "a" / "reports" / "smoke.html").read_text()
     assert "base" in html and "sft" in html and "In&nbsp;[" not in html  # rows rendered, code hidden
     summary = json.loads((first.step("60_eval_sft").run_dir / "eval_summary.json").read_text())
-    assert summary["benchmarks"] and all((first.step("60_eval_sft").run_dir / b["path"]).is_file()
-                                         for b in summary["benchmarks"].values())
+    assert summary["benchmarks"] and all(
+        (first.step("60_eval_sft").run_dir / b["path"]).is_file() for b in summary["benchmarks"].values()
+    )
 
     # Same params, fresh results root: every non-timing metric must be identical (seeded everywhere).
     second = load_pipeline(SMOKE, tmp_path / "b")

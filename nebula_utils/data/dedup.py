@@ -13,8 +13,9 @@ manifest can count drops by reason and a table can show the pairs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .textsig import MinHasher, MinHashIndex, normalized, paused_gc
 
@@ -47,16 +48,26 @@ class DedupResult:
     counts: dict[str, int] = field(default_factory=dict)
 
     def pairs(self) -> list[tuple[int, int, str, float]]:
-        return [(i, d, r, s) for i, (d, r, s) in enumerate(zip(self.duplicate_of, self.reason, self.similarity))
-                if r is not None]
+        return [
+            (i, d, r, s)
+            for i, (d, r, s) in enumerate(zip(self.duplicate_of, self.reason, self.similarity))
+            if r is not None
+        ]
 
 
 def exact_keys(texts: Sequence[str]) -> list[str]:
     return [hashlib.sha1(normalized(t).encode("utf-8")).hexdigest() for t in texts]
 
 
-def deduplicate(texts: Sequence[str], threshold: float = 0.8, num_perm: int = 128, shingle_n: int = 3,
-                seed: int = 1, near: bool = True, exact: bool = True) -> DedupResult:
+def deduplicate(
+    texts: Sequence[str],
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    shingle_n: int = 3,
+    seed: int = 1,
+    near: bool = True,
+    exact: bool = True,
+) -> DedupResult:
     """Exact then near dedup in row order; the first of each group is kept."""
     n = len(texts)
     keep, reason, dup_of, sim = [True] * n, [None] * n, [None] * n, [None] * n

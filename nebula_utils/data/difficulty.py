@@ -13,10 +13,11 @@ hard prompt: it is quarantined with the reason, never graded.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ..generation import SamplingParams
+from ..inference.generation import SamplingParams
 
 BINS = ("0", "(0,.25]", "(.25,.5]", "(.5,.75]", "(.75,1)", "1")
 LABELS = ("hard", "medium", "easy")
@@ -57,8 +58,15 @@ def _reference(row: Mapping[str, Any]) -> dict[str, Any]:
     return ref
 
 
-def grade(generator: Any, rows: Sequence[Mapping[str, Any]], params: SamplingParams, *, hard_at_most: float,
-          easy_above: float, workers: int = 1) -> Graded:
+def grade(
+    generator: Any,
+    rows: Sequence[Mapping[str, Any]],
+    params: SamplingParams,
+    *,
+    hard_at_most: float,
+    easy_above: float,
+    workers: int = 1,
+) -> Graded:
     """Sample params.n answers per prompt with the reference policy and verify each."""
     from ..verifiers import InvalidReference, get_verifier
 
@@ -74,8 +82,17 @@ def grade(generator: Any, rows: Sequence[Mapping[str, Any]], params: SamplingPar
             continue
         rate = sum(passes) / len(passes)
         graded.append(dict(row) | {"pass_rate": rate, "difficulty": difficulty_label(rate, hard_at_most, easy_above)})
-        samples.append({"id": row["id"], "task": row["task"], "verifier": row["verifier"], "pass_rate": rate,
-                        "bin": pass_rate_bin(rate), "passes": passes, "truncated": sum(c.truncated for c in group)})
+        samples.append(
+            {
+                "id": row["id"],
+                "task": row["task"],
+                "verifier": row["verifier"],
+                "pass_rate": rate,
+                "bin": pass_rate_bin(rate),
+                "passes": passes,
+                "truncated": sum(c.truncated for c in group),
+            }
+        )
     return Graded(graded, quarantined, samples)
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from datasets import Dataset, Features, Value
 
-from ..generation import Completion, SamplingParams
+from ..inference.generation import Completion, SamplingParams
 from .schema import FEATURES, canonical_json, normalize_row, validate_rows
 
 EXTRA_FEATURES = {"verifier": Value("string"), "reference": Value("string"), "candidate_meta": Value("string")}
@@ -43,13 +44,16 @@ def prompt_records(ds: Dataset, schema: str) -> list[dict[str, Any]]:
         chat = [{"role": t["role"], "content": t["content"]} for t in row["messages"]]
         original = chat[-1]["content"] if schema == "sft" else None
         prompt = chat[:-1] if schema == "sft" else chat
-        out.append({k: row[k] for k in ("id", "source", "license", "task", "verifier", "reference")}
-                   | {"prompt": prompt, "original": original, "parents": list(row["parents"] or [])})
+        out.append(
+            {k: row[k] for k in ("id", "source", "license", "task", "verifier", "reference")}
+            | {"prompt": prompt, "original": original, "parents": list(row["parents"] or [])}
+        )
     return out
 
 
-def score_candidates(records: Sequence[Mapping[str, Any]], texts: Sequence[Sequence[str]],
-                     workers: int = 1) -> list[list[dict[str, float]]]:
+def score_candidates(
+    records: Sequence[Mapping[str, Any]], texts: Sequence[Sequence[str]], workers: int = 1
+) -> list[list[dict[str, float]]]:
     """{verifier key: score} per candidate, verifying in one batch per verifier name."""
     from ..verifiers import get_verifier, verify_batch
 
@@ -57,8 +61,12 @@ def score_candidates(records: Sequence[Mapping[str, Any]], texts: Sequence[Seque
     names = sorted({r["verifier"] for r in records if r.get("verifier") and r.get("reference")})
     for name in names:
         verifier = get_verifier(name)
-        where = [(i, j) for i, r in enumerate(records) if r.get("verifier") == name and r.get("reference")
-                 for j in range(len(texts[i]))]
+        where = [
+            (i, j)
+            for i, r in enumerate(records)
+            if r.get("verifier") == name and r.get("reference")
+            for j in range(len(texts[i]))
+        ]
         refs = [_reference(records[i]) for i, _ in where]
         results = verify_batch(verifier, [texts[i][j] for i, j in where], refs, workers=workers)
         for (i, j), res in zip(where, results):
@@ -93,9 +101,14 @@ def rank(scores: Sequence[Mapping[str, float]]) -> tuple[int, int, str]:
     return chosen, rejected, f"tie: no signal separates the candidates (verifier {vc:g})"
 
 
-def build_groups(records: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[Completion]],
-                 params: SamplingParams, generator_name: str, include_original: bool = True,
-                 workers: int = 1) -> list[dict[str, Any]]:
+def build_groups(
+    records: Sequence[Mapping[str, Any]],
+    completions: Sequence[Sequence[Completion]],
+    params: SamplingParams,
+    generator_name: str,
+    include_original: bool = True,
+    workers: int = 1,
+) -> list[dict[str, Any]]:
     """Preference rows: each prompt with its teacher completions (and the dataset answer)."""
     sampling = canonical_json(params.to_dict())
     groups = []
@@ -108,7 +121,9 @@ def build_groups(records: Sequence[Mapping[str, Any]], completions: Sequence[Seq
             meta.append({"finish_reason": "dataset", "num_tokens": None})
             scores.append({})
         groups.append({"rec": rec, "cands": cands, "meta": meta, "scores": scores})
-    verified = score_candidates([g["rec"] for g in groups], [[c["content"] for c in g["cands"]] for g in groups], workers)
+    verified = score_candidates(
+        [g["rec"] for g in groups], [[c["content"] for c in g["cands"]] for g in groups], workers
+    )
     return [_group_row(g, v) for g, v in zip(groups, verified)]
 
 
@@ -118,11 +133,21 @@ def _group_row(group: dict[str, Any], verified: list[dict[str, float]]) -> dict[
     chosen, rejected, reason = rank(scores) if len(scores) > 1 else (0, 0, "single candidate")
     cands = [c | {"scores": canonical_json(s)} for c, s in zip(group["cands"], scores)]
     ref = rec.get("reference")
-    return {"id": rec["id"], "source": rec["source"], "license": rec["license"], "task": rec["task"],
-            "prompt": rec["prompt"], "candidates": cands, "chosen": chosen, "rejected": rejected,
-            "preference_reason": reason, "parents": list(rec.get("parents") or []),
-            "verifier": rec.get("verifier"), "reference": ref if ref is None or isinstance(ref, str) else canonical_json(ref),
-            "candidate_meta": canonical_json(group["meta"])}
+    return {
+        "id": rec["id"],
+        "source": rec["source"],
+        "license": rec["license"],
+        "task": rec["task"],
+        "prompt": rec["prompt"],
+        "candidates": cands,
+        "chosen": chosen,
+        "rejected": rejected,
+        "preference_reason": reason,
+        "parents": list(rec.get("parents") or []),
+        "verifier": rec.get("verifier"),
+        "reference": ref if ref is None or isinstance(ref, str) else canonical_json(ref),
+        "candidate_meta": canonical_json(group["meta"]),
+    }
 
 
 def group_dataset(rows: Sequence[Mapping[str, Any]]) -> Dataset:
@@ -133,8 +158,13 @@ def group_dataset(rows: Sequence[Mapping[str, Any]]) -> Dataset:
     return Dataset.from_dict({k: [r.get(k) for r in normalized] for k in features}, features=features)
 
 
-def distill(generator: Any, records: Sequence[Mapping[str, Any]], params: SamplingParams,
-            include_original: bool = True, workers: int = 1) -> list[dict[str, Any]]:
+def distill(
+    generator: Any,
+    records: Sequence[Mapping[str, Any]],
+    params: SamplingParams,
+    include_original: bool = True,
+    workers: int = 1,
+) -> list[dict[str, Any]]:
     """Generate k = params.n teacher answers per prompt record and build the candidate groups."""
     completions = generator.generate_full([r["prompt"] for r in records], params)
     return build_groups(records, completions, params, generator.model_spec, include_original, workers)

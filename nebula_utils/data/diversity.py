@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ def k_center_greedy(x: np.ndarray, k: int, seed: int = 0, start: Sequence[int] =
     for _ in range(k - len(chosen)):
         nxt = int(np.argmax(nearest))
         chosen.append(nxt)
-        nearest = np.minimum(nearest, _dist(x, x[nxt: nxt + 1])[:, 0])
+        nearest = np.minimum(nearest, _dist(x, x[nxt : nxt + 1])[:, 0])
         nearest[nxt] = -1.0
     return np.array(chosen)
 
@@ -68,8 +68,11 @@ def k_means_medoids(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
 
-    model = (KMeans(k, n_init=1, random_state=seed) if n <= KMEANS_EXACT_MAX
-             else MiniBatchKMeans(k, batch_size=4096, n_init=3, random_state=seed))
+    model = (
+        KMeans(k, n_init=1, random_state=seed)
+        if n <= KMEANS_EXACT_MAX
+        else MiniBatchKMeans(k, batch_size=4096, n_init=3, random_state=seed)
+    )
     with warnings.catch_warnings():  # duplicate points -> fewer clusters: topped up below
         warnings.simplefilter("ignore", ConvergenceWarning)
         assign = model.fit_predict(x)
@@ -102,7 +105,9 @@ def category_quotas(labels: Sequence[str], target: int, min_per_category: int = 
     return dict(sorted(quota.items()))
 
 
-def select(x: np.ndarray, labels: Sequence[str], quotas: dict[str, int], seed: int = 0, method: str = "kcenter") -> np.ndarray:
+def select(
+    x: np.ndarray, labels: Sequence[str], quotas: dict[str, int], seed: int = 0, method: str = "kcenter"
+) -> np.ndarray:
     """Sorted row indices meeting each category's quota, by `method` (METHODS) inside each category."""
     if method not in METHODS:
         raise ValueError(f"unknown selection method {method!r} ({' | '.join(METHODS)})")
@@ -124,10 +129,12 @@ def coverage(x: np.ndarray, selected: np.ndarray, chunk: int = 4096) -> dict[str
     """Mean and max distance of every row of x to its nearest selected row."""
     if len(selected) == 0:
         return {"mean": float("inf"), "max": float("inf")}
-    nearest = np.concatenate([_dist(x[i: i + chunk], x[selected]).min(1) for i in range(0, len(x), chunk)])
+    nearest = np.concatenate([_dist(x[i : i + chunk], x[selected]).min(1) for i in range(0, len(x), chunk)])
     return {"mean": float(nearest.mean()), "max": float(nearest.max())}
 
 
-def random_coverage(x: np.ndarray, labels: Sequence[str], quotas: dict[str, int], seeds: Sequence[int]) -> list[dict[str, float]]:
+def random_coverage(
+    x: np.ndarray, labels: Sequence[str], quotas: dict[str, int], seeds: Sequence[int]
+) -> list[dict[str, float]]:
     """Coverage of random selections with the same quotas, one per seed (the baseline)."""
     return [coverage(x, select(x, labels, quotas, seed=s, method="random")) for s in seeds]

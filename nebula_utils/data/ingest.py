@@ -29,9 +29,10 @@ import hashlib
 import json
 import re
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from datasets import Dataset
 
@@ -54,8 +55,17 @@ MAX_ROW_CHARS = 200_000
 MAX_RAW_CHARS = 2_000  # raw text kept per quarantined row
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 # Metadata a raw row may carry for itself (e.g. re-ingesting an exported version).
-ROW_METADATA = ("id", "task", "difficulty", "quality", "verifier", "verifier_version", "reference",
-                "pass_rate", "parents")
+ROW_METADATA = (
+    "id",
+    "task",
+    "difficulty",
+    "quality",
+    "verifier",
+    "verifier_version",
+    "reference",
+    "pass_rate",
+    "parents",
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _FILE_SUFFIXES = (".jsonl", ".json", ".gz", ".parquet", ".csv")
 
@@ -87,8 +97,11 @@ class IngestReport:
     def to_step(self) -> dict[str, Any]:
         """This ingest as a processing step (balanced by construction)."""
         return processing_step(
-            f"ingest:{self.source_name}", count_in=self.count_in, count_out=self.kept,
-            quarantined=self.quarantined, drop_reasons=self.reasons,
+            f"ingest:{self.source_name}",
+            count_in=self.count_in,
+            count_out=self.kept,
+            quarantined=self.quarantined,
+            drop_reasons=self.reasons,
             params={"file": self.file, "fmt": self.fmt, "quarantine_path": self.quarantine_path},
         )
 
@@ -96,8 +109,14 @@ class IngestReport:
         """The source entry; a local file's revision is the SHA-256 of its bytes."""
         path = Path(self.file)
         revision = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else self.revision
-        return source_entry(self.source_name, path=self.file, revision=revision, license=self.license,
-                            filters={"fmt": self.fmt}, **extra)
+        return source_entry(
+            self.source_name,
+            path=self.file,
+            revision=revision,
+            license=self.license,
+            filters={"fmt": self.fmt},
+            **extra,
+        )
 
 
 def _reason_code(reason: str) -> str:
@@ -134,7 +153,9 @@ def _iter_json(path: Path) -> Iterator[tuple[int, Any, str]]:
     except UnicodeDecodeError as exc:
         raise IngestError(f"{path}: byte {exc.start} is not UTF-8; a .json array cannot be read row by row") from None
     except json.JSONDecodeError as exc:
-        raise IngestError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); use .jsonl to quarantine bad rows") from None
+        raise IngestError(
+            f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); use .jsonl to quarantine bad rows"
+        ) from None
     if not isinstance(data, list):
         raise IngestError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     for index, record in enumerate(data, start=1):
@@ -238,7 +259,9 @@ def _with_system(record: Mapping[str, Any], turns: list[dict]) -> list[dict]:
 
 def _from_alpaca(r: Mapping[str, Any]) -> dict:
     instruction, output = _req(r, "instruction"), _req(r, "output")
-    prompt = f"{instruction}\n\n{r['input']}" if isinstance(r.get("input"), str) and r["input"].strip() else instruction
+    prompt = (
+        f"{instruction}\n\n{r['input']}" if isinstance(r.get("input"), str) and r["input"].strip() else instruction
+    )
     history = []
     for pair in r.get("history") or []:
         if not (isinstance(pair, list) and len(pair) == 2):
@@ -279,8 +302,13 @@ def _prompt_turns(value: Any) -> list[dict]:
 def _pair(r: Mapping[str, Any], prompt: list[dict]) -> dict:
     chosen, rejected = (_answer_text(r.get(k), k) for k in ("chosen", "rejected"))
     reason = r.get("preference_reason") or "label from the source dataset"
-    return {"prompt": prompt, "candidates": [{"content": chosen}, {"content": rejected}],
-            "chosen": 0, "rejected": 1, "preference_reason": reason}
+    return {
+        "prompt": prompt,
+        "candidates": [{"content": chosen}, {"content": rejected}],
+        "chosen": 0,
+        "rejected": 1,
+        "preference_reason": reason,
+    }
 
 
 def _from_preference(r: Mapping[str, Any]) -> dict:
@@ -300,8 +328,11 @@ def _from_kto(r: Mapping[str, Any]) -> dict:
         prompt, completion = turns[:-1], turns[-1]["content"]
     else:
         prompt, completion = _prompt_turns(r.get("prompt")), _answer_text(r.get("completion"), "completion")
-    return {"prompt": prompt, "candidates": [{"content": completion, "label": label}],
-            "preference_reason": "unary desirable/undesirable label from the source dataset"}
+    return {
+        "prompt": prompt,
+        "candidates": [{"content": completion, "label": label}],
+        "preference_reason": "unary desirable/undesirable label from the source dataset",
+    }
 
 
 def _from_rl(r: Mapping[str, Any]) -> dict:
@@ -312,8 +343,12 @@ def _from_rl(r: Mapping[str, Any]) -> dict:
             reference = json.loads(reference)
         except json.JSONDecodeError:
             raise _Bad("bad_json_field:reference") from None
-    return {"prompt": prompt, "messages": r.get("messages") or [{"role": "user", "content": prompt}],
-            "verifier": _req(r, "verifier"), "reference": reference}
+    return {
+        "prompt": prompt,
+        "messages": r.get("messages") or [{"role": "user", "content": prompt}],
+        "verifier": _req(r, "verifier"),
+        "reference": reference,
+    }
 
 
 _CONVERTERS = {
@@ -353,11 +388,20 @@ def _resolve_format(fmt: str, records: list[tuple[int, Any, str]], path: str) ->
     raise IngestError(f"{path}: cannot detect the format from the record keys; pass fmt= ({', '.join(FORMAT_SCHEMA)})")
 
 
-def ingest_file(path: str, fmt: str = "auto", source_name: str | None = None, license: str = "unknown",
-                quarantine_path: str | None = None, task: str = "general_chat",
-                column_map: Mapping[str, str] | None = None, limit: int | None = None,
-                max_row_chars: int = MAX_ROW_CHARS, split: str = "train", revision: str | None = None, config: str | None = None,
-                ) -> tuple[Dataset, IngestReport]:
+def ingest_file(
+    path: str,
+    fmt: str = "auto",
+    source_name: str | None = None,
+    license: str = "unknown",
+    quarantine_path: str | None = None,
+    task: str = "general_chat",
+    column_map: Mapping[str, str] | None = None,
+    limit: int | None = None,
+    max_row_chars: int = MAX_ROW_CHARS,
+    split: str = "train",
+    revision: str | None = None,
+    config: str | None = None,
+) -> tuple[Dataset, IngestReport]:
     """Read `path` (file or Hub id) as `fmt` into a schema Dataset; quarantine malformed rows.
 
     `limit` stops after that many rows have been read (malformed ones included), `task` is the
@@ -412,6 +456,11 @@ def _quarantine(report: IngestReport, line: int, reason: str, shown: str) -> Non
 
 def quarantine_summary(report: IngestReport) -> dict[str, Any]:
     """Counts for a table: in / kept / quarantined and quarantined per reason code."""
-    return {"source": report.source_name, "fmt": report.fmt, "in": report.count_in, "kept": report.kept,
-            "quarantined": report.quarantined, **{f"q:{k}": v for k, v in sorted(report.reasons.items())}}
-
+    return {
+        "source": report.source_name,
+        "fmt": report.fmt,
+        "in": report.count_in,
+        "kept": report.kept,
+        "quarantined": report.quarantined,
+        **{f"q:{k}": v for k, v in sorted(report.reasons.items())},
+    }

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MANIFEST_NAMES = ("source", "processing", "consumption", "evaluation_isolation")
 
@@ -26,11 +27,24 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def source_entry(name: str, *, path: str = "", revision: str | None = None, license: str = "unknown",
-                 filters: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def source_entry(
+    name: str,
+    *,
+    path: str = "",
+    revision: str | None = None,
+    license: str = "unknown",
+    filters: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """One source: `path` is a file, a package resource or a Hub id; `revision` pins it."""
-    return {"name": name, "path": str(path), "revision": revision, "license": license,
-            "retrieved": now_iso(), "filters": dict(filters or {})} | extra
+    return {
+        "name": name,
+        "path": str(path),
+        "revision": revision,
+        "license": license,
+        "retrieved": now_iso(),
+        "filters": dict(filters or {}),
+    } | extra
 
 
 def check_source(entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -40,9 +54,16 @@ def check_source(entry: Mapping[str, Any]) -> dict[str, Any]:
     return {"revision": None, "retrieved": now_iso(), "filters": {}} | dict(entry)
 
 
-def processing_step(name: str, *, count_in: int, count_out: int, params: Mapping[str, Any] | None = None,
-                    drop_reasons: Mapping[str, int] | None = None, quarantined: int = 0,
-                    **extra: Any) -> dict[str, Any]:
+def processing_step(
+    name: str,
+    *,
+    count_in: int,
+    count_out: int,
+    params: Mapping[str, Any] | None = None,
+    drop_reasons: Mapping[str, int] | None = None,
+    quarantined: int = 0,
+    **extra: Any,
+) -> dict[str, Any]:
     """A checked processing step; rows neither kept nor quarantined count as filtered."""
     step = {
         "name": name,
@@ -59,7 +80,9 @@ def processing_step(name: str, *, count_in: int, count_out: int, params: Mapping
 
 def check_step(step: Mapping[str, Any]) -> dict[str, Any]:
     """Raise ManifestError unless in = out + filtered + quarantined = out + sum(drop reasons)."""
-    missing = [k for k in ("name", "count_in", "count_out", "filtered", "quarantined", "drop_reasons") if k not in step]
+    missing = [
+        k for k in ("name", "count_in", "count_out", "filtered", "quarantined", "drop_reasons") if k not in step
+    ]
     if missing:
         raise ManifestError(f"processing step {step.get('name')!r} lacks {', '.join(missing)}")
     n_in, n_out, filt, quar = (int(step[k]) for k in ("count_in", "count_out", "filtered", "quarantined"))
@@ -72,16 +95,23 @@ def check_step(step: Mapping[str, Any]) -> dict[str, Any]:
     return {"params": {}} | dict(step)
 
 
-def isolation_manifest(benchmarks: Iterable[Mapping[str, Any]] = (), *, method: str = "",
-                       notes: Iterable[str] = ()) -> dict[str, Any]:
+def isolation_manifest(
+    benchmarks: Iterable[Mapping[str, Any]] = (), *, method: str = "", notes: Iterable[str] = ()
+) -> dict[str, Any]:
     """Which benchmarks the rows were checked against (each {name, hits, ...}); unchecked if none."""
     checked = []
     for bench in benchmarks:
         if "name" not in bench or "hits" not in bench:
             raise ManifestError(f"isolation entry {dict(bench)!r} needs 'name' and 'hits'")
         checked.append(dict(bench) | {"hits": int(bench["hits"])})
-    return {"checked": bool(checked), "method": method, "benchmarks": checked,
-            "total_hits": sum(b["hits"] for b in checked), "notes": list(notes), "time": now_iso()}
+    return {
+        "checked": bool(checked),
+        "method": method,
+        "benchmarks": checked,
+        "total_hits": sum(b["hits"] for b in checked),
+        "notes": list(notes),
+        "time": now_iso(),
+    }
 
 
 def lineage_isolation(rows: Iterable[Mapping[str, Any]], held_out: Mapping[str, Iterable[str]]) -> list[dict]:
@@ -96,4 +126,6 @@ def lineage_isolation(rows: Iterable[Mapping[str, Any]], held_out: Mapping[str, 
         keys = {row["id"], *row.get("parents", [])}
         for name, ids in sets.items():
             hits[name] += bool(keys & ids)
-    return [{"name": name, "hits": hits[name], "n_items": len(ids), "match": "id/parent"} for name, ids in sets.items()]
+    return [
+        {"name": name, "hits": hits[name], "n_items": len(ids), "match": "id/parent"} for name, ids in sets.items()
+    ]

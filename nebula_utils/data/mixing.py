@@ -10,13 +10,18 @@ after, and the reason given.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from typing import Any, Mapping
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
 from .manifests import processing_step
 from .schema import FEATURES, check_schema
+
+UNLABELLED = "unlabelled"  # difficulty of rows that 13_difficulty has not graded
 
 
 def _part_rows(part: Dataset, quota: int | None, seed: int) -> Dataset:
@@ -27,8 +32,15 @@ def _part_rows(part: Dataset, quota: int | None, seed: int) -> Dataset:
     return part.shuffle(seed=seed).select(range(quota))
 
 
-def build_mix(parts: Mapping[str, Dataset], schema: str, seed: int, quotas: Mapping[str, int | None] | None = None,
-              name: str = "mix", previous: Mapping[str, Any] | None = None, reason: str = "") -> tuple[Dataset, dict]:
+def build_mix(
+    parts: Mapping[str, Dataset],
+    schema: str,
+    seed: int,
+    quotas: Mapping[str, int | None] | None = None,
+    name: str = "mix",
+    previous: Mapping[str, Any] | None = None,
+    reason: str = "",
+) -> tuple[Dataset, dict]:
     """Concatenate `parts` (each capped at quotas[part]; missing or None = all) and shuffle.
 
     Returns the mix and its processing step; the step's params hold the quotas, the counts per
@@ -49,26 +61,36 @@ def build_mix(parts: Mapping[str, Dataset], schema: str, seed: int, quotas: Mapp
         if len(part) > len(rows):
             drops[f"over_quota:{part_name}"] = len(part) - len(rows)
         taken.append(rows)
-    mix = concatenate_datasets(taken).shuffle(seed=seed) if taken else Dataset.from_dict(
-        {c: [] for c in columns}, features=FEATURES[schema])
+    mix = (
+        concatenate_datasets(taken).shuffle(seed=seed)
+        if taken
+        else Dataset.from_dict({c: [] for c in columns}, features=FEATURES[schema])
+    )
     counts = {"parts": per_part, "tasks": dict(sorted(Counter(mix["task"]).items()))}
     params = {"seed": seed, "quotas": dict(quotas or {}), "counts": counts}
     if previous is not None:
         params["changelog"] = mix_changelog(previous["params"]["counts"], counts, reason)
-    step = processing_step(f"mix:{name}", count_in=sum(len(p) for p in parts.values()), count_out=len(mix),
-                           params=params, drop_reasons=drops)
+    step = processing_step(
+        f"mix:{name}",
+        count_in=sum(len(p) for p in parts.values()),
+        count_out=len(mix),
+        params=params,
+        drop_reasons=drops,
+    )
     return mix, step
 
 
-def mix_changelog(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]],
-                  reason: str = "") -> dict[str, Any]:
+def mix_changelog(
+    before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]], reason: str = ""
+) -> dict[str, Any]:
     """Per part and per task: {key: {"before": n, "after": m}} for every count that changed."""
     changes = {}
     for group in ("parts", "tasks"):
         keys = sorted(set(before.get(group, {})) | set(after.get(group, {})))
         changes[group] = {
             k: {"before": before.get(group, {}).get(k, 0), "after": after.get(group, {}).get(k, 0)}
-            for k in keys if before.get(group, {}).get(k, 0) != after.get(group, {}).get(k, 0)
+            for k in keys
+            if before.get(group, {}).get(k, 0) != after.get(group, {}).get(k, 0)
         }
     return {"reason": reason, "changes": changes}
 
@@ -78,6 +100,87 @@ def select_subset(ds: Dataset, max_rows: int, seed: int) -> tuple[Dataset, dict]
     n_in = len(ds)
     if max_rows and n_in > max_rows:
         ds = ds.shuffle(seed=seed).select(range(max_rows))
-    step = processing_step("select", count_in=n_in, count_out=len(ds), params={"max_prompts": max_rows, "seed": seed},
-                           drop_reasons={"not_selected": n_in - len(ds)} if n_in > len(ds) else {})
+    step = processing_step(
+        "select",
+        count_in=n_in,
+        count_out=len(ds),
+        params={"max_prompts": max_rows, "seed": seed},
+        drop_reasons={"not_selected": n_in - len(ds)} if n_in > len(ds) else {},
+    )
     return ds, step
+
+
+def select_from_version(
+    path: Any, max_rows: int, seed: int, schemas: tuple[str, ...] = ()
+) -> tuple[Dataset, dict, dict]:
+    """(rows, the version's manifests, the balanced `select` step): a seeded subset of at most
+    `max_rows` rows (0 = all) of a data version, whose schema must be one of `schemas` if given."""
+    from .versions import load_version, read_manifests
+
+    manifests = read_manifests(path)
+    schema = manifests["version"]["schema"]
+    if schemas and schema not in schemas:
+        raise ValueError(f"{path}: expected a {' or '.join(schemas)} data version, got {schema}")
+    ds, step = select_subset(load_version(path), max_rows, seed)
+    return ds, manifests, step
+
+
+def source_isolation(ds: Any) -> dict[str, Any]:
+    """Lineage check against the HumanEval eval split; rows of a benchmark-derived source are hits."""
+    from .manifests import isolation_manifest, lineage_isolation
+    from .sources import BENCHMARK_DERIVED, humaneval_split_ids
+
+    hits = lineage_isolation(ds, {"humaneval/eval-split": humaneval_split_ids("eval")})
+    per_source = Counter(ds["source"])
+    hits += [
+        {"name": bench, "hits": per_source[src], "match": f"source {src} is derived from it"}
+        for src, bench in BENCHMARK_DERIVED.items()
+        if per_source[src]
+    ]
+    return isolation_manifest(
+        hits,
+        method="exact id/lineage match and benchmark-derived sources",
+        notes=["text-overlap decontamination against benchmarks is a separate step"],
+    )
+
+
+def write_mixed_version(parts: dict[str, Any], schema: str, out_dir: Path, seed: int, name: str) -> Any:
+    """Mix the parts, check isolation and write the data version; returns its VersionInfo."""
+    from .versions import save_version
+
+    mix, mix_step = build_mix({k: p.dataset for k, p in parts.items()}, schema, seed, name=name)
+    sources = [p.source | {"part": k} for k, p in parts.items()]
+    steps = [p.step | {"part": k} for k, p in parts.items()] + [mix_step]
+    return save_version(mix, out_dir, schema, sources, steps, isolation=source_isolation(mix))
+
+
+def eligible_rows(
+    ds: Any, tasks: list[str], difficulties: list[str], taken: set[str]
+) -> tuple[list[int], dict[str, int]]:
+    """Indices of rows a mix may take, and the reasons the others were left out (first reason wins)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"id": ds["id"], "task": ds["task"], "difficulty": [d or UNLABELLED for d in ds["difficulty"]]}
+    )
+    reasons = pd.Series("", index=frame.index)
+    checks = [
+        ("difficulty_not_in_mix", ~frame["difficulty"].isin(difficulties) if difficulties else None),
+        ("task_not_in_mix", ~frame["task"].isin(tasks) if tasks else None),
+        ("taken_by_earlier_mix", frame["id"].isin(taken)),
+    ]
+    for reason, mask in checks:  # later checks overwrite: taken > task > difficulty
+        if mask is not None:
+            reasons[mask] = reason
+    drops = reasons[reasons != ""].value_counts().to_dict()
+    return frame.index[reasons == ""].tolist(), {k: int(v) for k, v in drops.items()}
+
+
+def per_task_parts(ds: Any, size: int) -> tuple[dict[str, Any], dict[str, int]]:
+    """Split by task with equal quotas summing to at most `size` (0 = take everything)."""
+    tasks = sorted(set(ds["task"]))
+    parts = {t: ds.filter(lambda r, t=t: r["task"] == t) for t in tasks}
+    if not size or not tasks:
+        return parts, {}
+    quota = max(1, math.floor(size / len(tasks)))
+    return parts, {t: quota for t in tasks}

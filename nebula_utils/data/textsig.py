@@ -22,8 +22,8 @@ from __future__ import annotations
 import gc
 import string
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -220,8 +220,12 @@ def text_ngrams(texts: Sequence[str], ns: Sequence[int]) -> tuple[list[tuple[np.
     for k in range(len(ns)):
         parts = [c[0][k] for c in chunks]
         offsets = np.cumsum([0] + [len(h) for h, _ in parts[:-1]])
-        out.append((np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64),
-                    np.concatenate([f + o for (_, f), o in zip(parts, offsets)]) if parts else np.empty(0, np.int64)))
+        out.append(
+            (
+                np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64),
+                np.concatenate([f + o for (_, f), o in zip(parts, offsets)]) if parts else np.empty(0, np.int64),
+            )
+        )
     return out, n_words
 
 
@@ -271,7 +275,11 @@ class MinHasher:
             end = min(max(end, row + 1), len(first))
             lo, hi = bounds[row], bounds[end]
             h = fmix32(hashes[lo:hi].astype(np.uint32))
-            work = self._work[:, : hi - lo] if hi - lo <= MAX_SHINGLES_PER_CHUNK else np.empty((self.num_perm, hi - lo), np.uint32)
+            work = (
+                self._work[:, : hi - lo]
+                if hi - lo <= MAX_SHINGLES_PER_CHUNK
+                else np.empty((self.num_perm, hi - lo), np.uint32)
+            )
             np.multiply(self.a[:, None], h[None, :], out=work)
             np.add(work, self.b[:, None], out=work)
             out[row:end] = np.minimum.reduceat(work, first[row:end] - lo, axis=1).T

@@ -23,10 +23,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import datasets
 from datasets import Dataset, load_from_disk
@@ -53,9 +54,7 @@ class VersionInfo:
 
 def content_hash(ds: Dataset) -> str:
     """SHA-256 over the rows in canonical order (rows sorted by their own digest)."""
-    digests = sorted(
-        hashlib.sha256(canonical_json(row).encode("utf-8")).hexdigest() for row in ds
-    )
+    digests = sorted(hashlib.sha256(canonical_json(row).encode("utf-8")).hexdigest() for row in ds)
     return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()
 
 
@@ -100,9 +99,15 @@ def _previous_consumption(out_dir: Path, digest: str) -> list[dict]:
     return []
 
 
-def save_version(ds: Dataset, out_dir: str | os.PathLike, schema: str, source: dict | list[dict],
-                 processing_steps: list[dict], parents: list[str] = [],  # noqa: B006 (never mutated)
-                 isolation: dict | None = None) -> VersionInfo:
+def save_version(
+    ds: Dataset,
+    out_dir: str | os.PathLike,
+    schema: str,
+    source: dict | list[dict],
+    processing_steps: list[dict],
+    parents: list[str] = [],  # noqa: B006 (never mutated)
+    isolation: dict | None = None,
+) -> VersionInfo:
     """Validate `ds` against `schema` and write it as a data version folder at `out_dir`.
 
     `processing_steps` must be non-empty, each must balance, and the last one's count_out must
@@ -138,8 +143,11 @@ def save_version(ds: Dataset, out_dir: str | os.PathLike, schema: str, source: d
         }
         for name, doc in manifests.items():
             atomic_write_json(tmp / "manifests" / f"{name}.json", {"content_hash": digest} | doc)
-        version = info.to_dict() | {"format": VERSION_FORMAT, "columns": ds.column_names,
-                                    "storage": "datasets.Dataset.save_to_disk"}
+        version = info.to_dict() | {
+            "format": VERSION_FORMAT,
+            "columns": ds.column_names,
+            "storage": "datasets.Dataset.save_to_disk",
+        }
         version.pop("path")
         atomic_write_json(tmp / "version.json", version)
         _replace_dir(tmp, out_dir)
@@ -219,8 +227,26 @@ def record_consumption(path: str | os.PathLike, run_id: str, stage: str) -> None
         atomic_write_json(target, doc)
 
 
-def derive_version(parent: str | os.PathLike, ds: Dataset, out_dir: str | os.PathLike, step: dict,
-                   isolation: dict | None = None, schema: str | None = None) -> VersionInfo:
+def inherited_isolation(parent: Mapping[str, Any], notes: Sequence[str] = ()) -> dict[str, Any]:
+    """A child version's isolation manifest: the parent's record (which benchmarks its rows were
+    checked against, with hits) plus `inherited_from` = the parent's content hash and any new
+    notes. Rows derived from checked rows stay checked; new text (synthesized prompts, teacher
+    answers) says so in `notes` until a decontamination step checks it again."""
+    isolation = {k: v for k, v in parent["evaluation_isolation"].items() if k != "content_hash"}
+    isolation["inherited_from"] = parent["version"]["content_hash"]
+    if notes:
+        isolation["notes"] = list(isolation.get("notes", [])) + list(notes)
+    return isolation
+
+
+def derive_version(
+    parent: str | os.PathLike,
+    ds: Dataset,
+    out_dir: str | os.PathLike,
+    step: dict,
+    isolation: dict | None = None,
+    schema: str | None = None,
+) -> VersionInfo:
     """Write `ds` as a child of the version at `parent`, with one more processing step.
 
     The step must start from the parent's rows (count_in = parent rows) and keep `len(ds)`; the
@@ -234,11 +260,14 @@ def derive_version(parent: str | os.PathLike, ds: Dataset, out_dir: str | os.Pat
             f"step {step['name']!r} reads {step['count_in']} rows but parent {parent} has {manifests['version']['num_rows']}"
         )
     if isolation is None:
-        isolation = manifests["evaluation_isolation"] | {"inherited_from": manifests["version"]["content_hash"]}
-        isolation.pop("content_hash", None)
+        isolation = inherited_isolation(manifests)
     return save_version(
-        ds, out_dir, schema or manifests["version"]["schema"], manifests["source"]["sources"],
-        manifests["processing"]["steps"] + [step], parents=[manifests["version"]["content_hash"]],
+        ds,
+        out_dir,
+        schema or manifests["version"]["schema"],
+        manifests["source"]["sources"],
+        manifests["processing"]["steps"] + [step],
+        parents=[manifests["version"]["content_hash"]],
         isolation=isolation,
     )
 

@@ -1,7 +1,7 @@
 """Fast verifiable evaluation: the workbench's own task suites, scored by its verifiers.
 
 Prompts come from the same generators the data stages use (nebula_utils.data.sources) with an
-evaluation seed the suites reserve; answers come from nebula_utils.generation (transformers on
+evaluation seed the suites reserve; answers come from nebula_utils.inference.generation (transformers on
 CPU, vLLM on GPU) with the chat template, greedy; scores come from nebula_utils.verifiers, so an
 RL reward and its evaluation number are computed by one implementation. Nothing here reads
 ../shared unless a benchmark asks for a shared_* source (then a missing file is a skip).
@@ -50,8 +50,15 @@ def load_items(b: Benchmark, data_root: str | Path, limit: int = 0) -> list[dict
     for row in ds:
         ref = row["reference"]
         ref = json.loads(ref) if isinstance(ref, str) else dict(ref)
-        rows.append({"id": row["id"], "prompt": row["prompt"], "messages": row["messages"],
-                     "verifier": row["verifier"], "reference": ref})
+        rows.append(
+            {
+                "id": row["id"],
+                "prompt": row["prompt"],
+                "messages": row["messages"],
+                "verifier": row["verifier"],
+                "reference": ref,
+            }
+        )
     return rows
 
 
@@ -73,21 +80,27 @@ def score_items(items: list[dict], responses: list[str], workers: int = 2) -> li
         refs = [{"prompt": items[i]["prompt"]} | items[i]["reference"] for i in idx]
         results = verify_batch(verifier, [responses[i] for i in idx], refs, workers=workers)
         for i, res, score in zip(idx, results, _score(name, results)):
-            rows[i] = {"id": items[i]["id"], "score": score, "prompt": items[i]["prompt"], "response": responses[i],
-                       "target": items[i]["reference"].get("answer", items[i]["reference"].get("instruction_id_list")),
-                       "reason": res.reason}
+            rows[i] = {
+                "id": items[i]["id"],
+                "score": score,
+                "prompt": items[i]["prompt"],
+                "response": responses[i],
+                "target": items[i]["reference"].get("answer", items[i]["reference"].get("instruction_id_list")),
+                "reason": res.reason,
+            }
     return rows  # type: ignore[return-value]
 
 
 def generate(generator: Any, items: list[dict], max_gen_toks: int, seed: int = 0) -> list[str]:
-    from ..generation import SamplingParams
+    from ..inference.generation import SamplingParams
 
     params = SamplingParams(n=1, max_new_tokens=max_gen_toks, temperature=0.0, seed=seed)
     return [outs[0] for outs in generator.generate([it["messages"] for it in items], params)]
 
 
-def run_benchmark(generator: Any, b: Benchmark, data_root: str | Path, limit: int, max_gen_toks: int,
-                  seed: int = 0) -> tuple[list[dict], str]:
+def run_benchmark(
+    generator: Any, b: Benchmark, data_root: str | Path, limit: int, max_gen_toks: int, seed: int = 0
+) -> tuple[list[dict], str]:
     """(per-item rows, metric name) for one verifiable benchmark."""
     items = load_items(b, data_root, limit)
     if not items:

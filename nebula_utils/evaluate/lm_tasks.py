@@ -30,8 +30,9 @@ import csv
 import json
 import os
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
@@ -88,9 +89,16 @@ def _mmlu_rows(folder: Path, split: str) -> list[dict]:
                     choices, answer = [rec[f"choice{i}"] for i in range(4)], int(rec["answer"])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise ValueError(f"{path}:{lineno}: malformed MMLU row ({exc})") from None
-                rows.append({"id": f"mmlu/{subject}:{lineno - 1}", "subject": subject,
-                             "subject_name": subject.replace("_", " "), "question": rec["question"],
-                             "choices": choices, "answer": answer})
+                rows.append(
+                    {
+                        "id": f"mmlu/{subject}:{lineno - 1}",
+                        "subject": subject,
+                        "subject_name": subject.replace("_", " "),
+                        "question": rec["question"],
+                        "choices": choices,
+                        "answer": answer,
+                    }
+                )
     return rows
 
 
@@ -123,15 +131,22 @@ def _truthfulqa_rows(path: Path) -> list[dict]:
             incorrect = _tqa_answers(rec["Incorrect Answers"])
             if not best or not incorrect:
                 raise ValueError(f"{path}:{lineno}: TruthfulQA row without a best or an incorrect answer")
-            rows.append({"id": f"truthfulqa:{lineno - 1}", "question": rec["Question"].strip(),
-                         "mc1_targets": {"choices": best + incorrect, "labels": [1] + [0] * len(incorrect)},
-                         "mc2_targets": {"choices": correct + incorrect,
-                                         "labels": [1] * len(correct) + [0] * len(incorrect)}})
+            rows.append(
+                {
+                    "id": f"truthfulqa:{lineno - 1}",
+                    "question": rec["Question"].strip(),
+                    "mc1_targets": {"choices": best + incorrect, "labels": [1] + [0] * len(incorrect)},
+                    "mc2_targets": {
+                        "choices": correct + incorrect,
+                        "labels": [1] * len(correct) + [0] * len(incorrect),
+                    },
+                }
+            )
     return rows
 
 
 def _truthfulqa_files(b: Benchmark, root: Path, out: Path) -> dict[str, str]:
-    (split, rel), = b.data.items()
+    ((split, rel),) = b.data.items()
     rows = _truthfulqa_rows(_need(root / rel, b))
     return {split: str(atomic_write_jsonl(out / f"{b.name}_{split}.jsonl", rows))}
 
@@ -139,11 +154,14 @@ def _truthfulqa_files(b: Benchmark, root: Path, out: Path) -> dict[str, str]:
 def _humaneval_files(b: Benchmark, root: Path, out: Path) -> dict[str, str]:
     from ..data.sources import humaneval_problems, humaneval_split_ids
 
-    (split, where), = b.data.items()
+    ((split, where),) = b.data.items()
     part = where.partition("#")[2] or "eval"
     keep = set(humaneval_split_ids(part))
-    rows = [{k: p[k] for k in ("task_id", "prompt", "canonical_solution", "test", "entry_point")}
-            for p in humaneval_problems() if p["task_id"] in keep]
+    rows = [
+        {k: p[k] for k in ("task_id", "prompt", "canonical_solution", "test", "entry_point")}
+        for p in humaneval_problems()
+        if p["task_id"] in keep
+    ]
     return {split: str(atomic_write_jsonl(out / f"{b.name}_{split}.jsonl", rows))}
 
 
@@ -151,8 +169,13 @@ def _plain_files(b: Benchmark, root: Path, out: Path) -> dict[str, str]:
     return {split: str(_need(root / rel, b).resolve()) for split, rel in b.data.items()}
 
 
-ADAPTERS = {"mmlu": _mmlu_files, "truthfulqa_mc1": _truthfulqa_files, "truthfulqa_mc2": _truthfulqa_files,
-            "humaneval": _humaneval_files, "humaneval_instruct": _humaneval_files}
+ADAPTERS = {
+    "mmlu": _mmlu_files,
+    "truthfulqa_mc1": _truthfulqa_files,
+    "truthfulqa_mc2": _truthfulqa_files,
+    "humaneval": _humaneval_files,
+    "humaneval_instruct": _humaneval_files,
+}
 
 
 # ---------------------------------------------------------------- YAML generation
@@ -172,7 +195,7 @@ _Dumper.add_representer(FunctionRef, lambda d, ref: d.represent_scalar("!functio
 def _shim_functions(value: Any, official_utils: str) -> Any:
     """Point every `!function` of the official config at the shim module (same function name)."""
     if isinstance(value, str) and value.startswith(official_utils):
-        return FunctionRef(f"{_SHIM}.{value[len(official_utils):]}")
+        return FunctionRef(f"{_SHIM}.{value[len(official_utils) :]}")
     if isinstance(value, dict):
         return {k: _shim_functions(v, official_utils) for k, v in value.items()}
     if isinstance(value, list):
@@ -192,25 +215,33 @@ def task_config(b: Benchmark, files: dict[str, str]) -> dict[str, Any]:
     """The generated YAML's content for one benchmark (before dumping)."""
     official = official_tasks_dir() / OFFICIAL_YAML[b.task]
     overrides: dict[str, Any] = {
-        "task": local_task_name(b), "tag": ["nebula_local"], "dataset_path": "json", "dataset_name": None,
+        "task": local_task_name(b),
+        "tag": ["nebula_local"],
+        "dataset_path": "json",
+        "dataset_name": None,
         "dataset_kwargs": {"data_files": files},
     }
     if b.task == "mmlu":
-        overrides["description"] = "The following are multiple choice questions (with answers) about {{subject_name}}.\n\n"
+        overrides["description"] = (
+            "The following are multiple choice questions (with answers) about {{subject_name}}.\n\n"
+        )
     if b.task.startswith("humaneval"):
         return _humaneval_config(b, official) | overrides
     return {"include": str(official)} | overrides
 
 
-def write_local_tasks(benchmarks: Iterable[Benchmark], data_root: str | Path, out_dir: str | Path
-                      ) -> tuple[dict[str, str], dict[str, str]]:
+def write_local_tasks(
+    benchmarks: Iterable[Benchmark], data_root: str | Path, out_dir: str | Path
+) -> tuple[dict[str, str], dict[str, str]]:
     """Generate task YAMLs for `benchmarks` in `out_dir`. Returns ({name: task}, {name: skip reason})."""
     root, out = Path(data_root), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tasks, skipped = {}, {}
     for b in benchmarks:
         if b.task not in OFFICIAL_YAML:
-            raise ValueError(f"{b.name}: no local mirror for lm-eval task '{b.task}' (have: {', '.join(OFFICIAL_YAML)})")
+            raise ValueError(
+                f"{b.name}: no local mirror for lm-eval task '{b.task}' (have: {', '.join(OFFICIAL_YAML)})"
+            )
         try:
             files = ADAPTERS.get(b.task, _plain_files)(b, root, out)
         except MissingData as exc:
@@ -220,8 +251,11 @@ def write_local_tasks(benchmarks: Iterable[Benchmark], data_root: str | Path, ou
         atomic_write_text(out / f"{local_task_name(b)}.yaml", "# generated by nebula_utils.evaluate.lm_tasks\n" + text)
         tasks[b.name] = local_task_name(b)
     if any(b.task.startswith("humaneval") for b in benchmarks):
-        atomic_write_text(out / f"{_SHIM}.py", "# generated: lm-eval loads !function modules next to the YAML\n"
-                                               "from nebula_utils.evaluate.lm_functions import *  # noqa: F401,F403\n")
+        atomic_write_text(
+            out / f"{_SHIM}.py",
+            "# generated: lm-eval loads !function modules next to the YAML\n"
+            "from nebula_utils.evaluate.lm_functions import *  # noqa: F401,F403\n",
+        )
     return tasks, skipped
 
 
@@ -229,7 +263,7 @@ def load_local_tasks(task_dir: str | Path, task_names: list[str]) -> dict[str, A
     """{task name: lm-eval Task} for generated tasks (to inspect prompts or score known answers)."""
     from lm_eval.tasks import TaskManager
 
-    from ..offline_data import ensure_punkt_tab
+    from ..verifiers.offline_data import ensure_punkt_tab
 
     ensure_punkt_tab()
     return TaskManager(include_path=str(task_dir), include_defaults=False).load(task_names)["tasks"]
@@ -241,16 +275,31 @@ def load_local_tasks(task_dir: str | Path, task_names: list[str]) -> dict[str, A
 def model_args(model_path: str, backend: str, batch_size: int, device: str) -> tuple[str, dict[str, Any]]:
     """(lm-eval model name, model_args) for backend hf | vllm."""
     if backend == "vllm":
-        return "vllm", {"pretrained": model_path, "dtype": "auto", "gpu_memory_utilization": 0.8,
-                        "max_model_len": 4096}
+        return "vllm", {
+            "pretrained": model_path,
+            "dtype": "auto",
+            "gpu_memory_utilization": 0.8,
+            "max_model_len": 4096,
+        }
     dtype = "bfloat16" if device == "cuda" else "float32"
     return "hf", {"pretrained": model_path, "dtype": dtype, "device": device, "batch_size": batch_size}
 
 
-def run_lm_eval(tasks: dict[str, str], task_dir: str | Path | None, model_path: str, *, backend: str = "hf",
-                device: str = "cpu", batch_size: int = 8, limit: int = 0, num_fewshot: int = -1,
-                apply_chat_template: bool = True, max_gen_toks: int = 0, confirm_run_unsafe_code: bool = False,
-                seed: int = 0) -> dict[str, Any]:
+def run_lm_eval(
+    tasks: dict[str, str],
+    task_dir: str | Path | None,
+    model_path: str,
+    *,
+    backend: str = "hf",
+    device: str = "cpu",
+    batch_size: int = 8,
+    limit: int = 0,
+    num_fewshot: int = -1,
+    apply_chat_template: bool = True,
+    max_gen_toks: int = 0,
+    confirm_run_unsafe_code: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
     """`lm_eval.simple_evaluate` over {benchmark: task}; returns lm-eval's results dict (with samples).
 
     task_dir None = official tasks by name (online). max_gen_toks > 0 caps generation length.
@@ -258,7 +307,7 @@ def run_lm_eval(tasks: dict[str, str], task_dir: str | Path | None, model_path: 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from ..offline_data import ensure_punkt_tab
+    from ..verifiers.offline_data import ensure_punkt_tab
 
     ensure_punkt_tab()  # IFEval's checkers import NLTK punkt_tab at module import
     if confirm_run_unsafe_code:
@@ -266,12 +315,22 @@ def run_lm_eval(tasks: dict[str, str], task_dir: str | Path | None, model_path: 
     manager = TaskManager(include_path=str(task_dir), include_defaults=False) if task_dir else TaskManager()
     name, args = model_args(model_path, backend, batch_size, device)
     return simple_evaluate(
-        model=name, model_args=args, tasks=list(tasks.values()), task_manager=manager,
-        num_fewshot=None if num_fewshot < 0 else num_fewshot, limit=limit or None, log_samples=True,
-        apply_chat_template=apply_chat_template, fewshot_as_multiturn=apply_chat_template and num_fewshot != 0,
+        model=name,
+        model_args=args,
+        tasks=list(tasks.values()),
+        task_manager=manager,
+        num_fewshot=None if num_fewshot < 0 else num_fewshot,
+        limit=limit or None,
+        log_samples=True,
+        apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=apply_chat_template and num_fewshot != 0,
         gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks > 0 else None,
-        confirm_run_unsafe_code=confirm_run_unsafe_code, bootstrap_iters=0,
-        random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+        confirm_run_unsafe_code=confirm_run_unsafe_code,
+        bootstrap_iters=0,
+        random_seed=seed,
+        numpy_random_seed=seed,
+        torch_random_seed=seed,
+        fewshot_random_seed=seed,
     )
 
 
@@ -310,11 +369,20 @@ def sample_rows(benchmark: str, samples: list[dict], metric: str) -> list[dict]:
         if s.get("filter", "none") != (filt or "none"):
             continue
         if name not in s:
-            raise KeyError(f"{benchmark}: lm-eval logged no per-item '{name}' (has {sorted(k for k in s if '_' in k)})")
+            raise KeyError(
+                f"{benchmark}: lm-eval logged no per-item '{name}' (has {sorted(k for k in s if '_' in k)})"
+            )
         doc = s.get("doc") or {}
         choices = s.get("doc_to_choice") or (doc.get("choices") if isinstance(doc.get("choices"), list) else None)
-        rows.append({"id": _item_id(benchmark, s), "score": float(s[name]), "prompt": _prompt(s),
-                     "response": _response(s, choices), "target": s.get("target")})
+        rows.append(
+            {
+                "id": _item_id(benchmark, s),
+                "score": float(s[name]),
+                "prompt": _prompt(s),
+                "response": _response(s, choices),
+                "target": s.get("target"),
+            }
+        )
     return rows
 
 

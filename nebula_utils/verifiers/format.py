@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult, hacking_guard, is_echo
 
@@ -30,7 +31,9 @@ def parse_json_answer(text: str) -> Any:
 
 
 def _heading(name: str) -> re.Pattern:
-    return re.compile(rf"^[ \t]*(?:#{{1,6}}[ \t]*|\*\*)?{re.escape(name)}(?:\*\*)?[ \t]*:?", re.IGNORECASE | re.MULTILINE)
+    return re.compile(
+        rf"^[ \t]*(?:#{{1,6}}[ \t]*|\*\*)?{re.escape(name)}(?:\*\*)?[ \t]*:?", re.IGNORECASE | re.MULTILINE
+    )
 
 
 def sections_present(text: str, names: list[str]) -> dict[str, bool]:
@@ -46,7 +49,7 @@ def sections_present(text: str, names: list[str]) -> dict[str, bool]:
             present[name] = False
             continue
         end = next((b for b in bounds if b > match.start()), len(text))
-        present[name] = bool(re.search(r"\w", text[match.end():end]))
+        present[name] = bool(re.search(r"\w", text[match.end() : end]))
     return present
 
 
@@ -67,10 +70,16 @@ class FormatVerifier(BaseVerifier):
             if ref.get("json_schema"):
                 import jsonschema
 
-                checks["json_schema"] = checks["json"] and jsonschema.Draft202012Validator(ref["json_schema"]).is_valid(doc)
+                checks["json_schema"] = checks["json"] and jsonschema.Draft202012Validator(
+                    ref["json_schema"]
+                ).is_valid(doc)
         if ref.get("regex"):
             flags = re.MULTILINE | re.DOTALL
-            found = re.fullmatch(ref["regex"], text.strip(), flags) if ref.get("regex_fullmatch") else re.search(ref["regex"], text, flags)
+            found = (
+                re.fullmatch(ref["regex"], text.strip(), flags)
+                if ref.get("regex_fullmatch")
+                else re.search(ref["regex"], text, flags)
+            )
             checks["regex"] = found is not None
         for name, ok in sections_present(text, list(ref.get("required_sections") or [])).items():
             checks[f"section:{name}"] = ok
@@ -94,7 +103,9 @@ class FormatVerifier(BaseVerifier):
                 raise InvalidReference(f"invalid json_schema: {exc.message}") from None
         checks = self._checks(completion, reference)
         if not checks:
-            raise InvalidReference("format reference sets no check (json, json_schema, regex, required_sections, min/max_words)")
+            raise InvalidReference(
+                "format reference sets no check (json, json_schema, regex, required_sections, min/max_words)"
+            )
         prompt = reference.get("prompt")
         if not completion.strip() or len(completion) > self.max_chars or is_echo(completion, prompt):
             return self.fail(hacking_guard(completion, prompt, self.max_chars) or "empty answer", checks=checks)

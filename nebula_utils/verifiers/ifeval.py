@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult, hacking_guard
 
@@ -32,7 +33,7 @@ CHECKER_SEED = 0
 
 def _ifeval_utils():
     # NLTK must find punkt_tab before lm-eval's module import runs its download check.
-    from ..offline_data import ensure_punkt_tab
+    from .offline_data import ensure_punkt_tab
 
     ensure_punkt_tab()
     import langdetect
@@ -95,12 +96,20 @@ class IFEvalVerifier(BaseVerifier):
             strict = self._utils.test_instruction_following_strict(example, completion).follow_instruction_list
             loose = self._utils.test_instruction_following_loose(example, completion).follow_instruction_list
         except Exception as exc:  # a checker crashing on odd text (e.g. langdetect) = not followed
-            return self.fail(f"IFEval checker error: {type(exc).__name__}: {exc}", instruction_id_list=ids,
-                             follow_strict=[False] * len(ids), follow_loose=[False] * len(ids))
+            return self.fail(
+                f"IFEval checker error: {type(exc).__name__}: {exc}",
+                instruction_id_list=ids,
+                follow_strict=[False] * len(ids),
+                follow_loose=[False] * len(ids),
+            )
         finally:
             random.setstate(state)
-        details = {"instruction_id_list": ids, "follow_strict": strict, "follow_loose": loose,
-                   "mode": "strict" if self.strict else "loose"}
+        details = {
+            "instruction_id_list": ids,
+            "follow_strict": strict,
+            "follow_loose": loose,
+            "mode": "strict" if self.strict else "loose",
+        }
         guard = hacking_guard(completion, prompt, self.max_chars)
         if guard is None and _stuffed_keywords(completion, ids, kwargs):
             guard = f"keywords stuffed without content (< {MIN_CONTENT_WORDS} other words)"

@@ -21,10 +21,18 @@ several *different* boxed answers, an answer span that hedges between several va
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any, Mapping
+from typing import Any
 
-from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult, hacking_guard, in_main_thread
+from .base import (
+    MAX_COMPLETION_CHARS,
+    BaseVerifier,
+    InvalidReference,
+    VerificationResult,
+    hacking_guard,
+    in_main_thread,
+)
 
 _FENCED = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")

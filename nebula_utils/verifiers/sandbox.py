@@ -59,10 +59,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from . import _sandbox_child as child
 
@@ -173,7 +173,7 @@ def _tail(path: Path) -> tuple[str, int]:
 
 def _tagged(stderr: str, tag: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith(tag)]
-    return lines[-1][len(tag):].strip() if lines else ""
+    return lines[-1][len(tag) :].strip() if lines else ""
 
 
 def _classify(rc, timed_out, limits, nonce, out, out_size, err, err_size, wall) -> tuple[str, str]:
@@ -236,15 +236,29 @@ def run_python(
         "read_roots": default_read_roots() + list(extra_read_roots),
         "audit_hook": audit_hook,
     }
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": str(work),
-           "TMPDIR": str(work), "PYTHONIOENCODING": "utf-8"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": str(work),
+        "TMPDIR": str(work),
+        "PYTHONIOENCODING": "utf-8",
+    }
     cmd = list(_unshare_cached()) + [python or sys.executable, "-I", str(CHILD_SCRIPT)]
     start = time.monotonic()
     timed_out, rc = False, None
     try:
         with open(out_path, "wb") as out_fh, open(err_path, "wb") as err_fh:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out_fh, stderr=err_fh, cwd=work,
-                                    env=env, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=out_fh,
+                stderr=err_fh,
+                cwd=work,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
             try:
                 proc.communicate(json.dumps(job).encode("utf-8"), timeout=limits.wall_seconds)
             except subprocess.TimeoutExpired:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import ast
 import json
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from .verifiers.base import completion_text, get_verifier, hacking_guard, verify_batch
-from .verifiers.code import build_program
-from .verifiers.math_answer import extract_answer
+from .base import completion_text, get_verifier, hacking_guard, verify_batch
+from .code import build_program
+from .math_answer import extract_answer
 
 
 def parse_reference(value: Any) -> Mapping[str, Any]:
@@ -88,9 +89,16 @@ class VerifierReward:
             ref = {**ref, "prompt": prompt_text(prompt)}
         return ref
 
-    def __call__(self, prompts: list | None, completions: list, verifier: list[str] | None = None,
-                 reference: list | None = None, log_metric: Callable | None = None,
-                 log_extra: Callable | None = None, **_: Any) -> list[float | None]:
+    def __call__(
+        self,
+        prompts: list | None,
+        completions: list,
+        verifier: list[str] | None = None,
+        reference: list | None = None,
+        log_metric: Callable | None = None,
+        log_extra: Callable | None = None,
+        **_: Any,
+    ) -> list[float | None]:
         routes = _routes(verifier, len(completions), self.known)
         mine = [i for i, v in enumerate(routes) if v == self.name]
         rewards: list[float | None] = [None] * len(completions)
@@ -133,8 +141,9 @@ def format_ok(name: str, completion: str, reference: Mapping[str, Any], prompt: 
     return None  # "format" rows: the format verifier is itself the format signal
 
 
-def reward_answer_format(prompts: list | None, completions: list, verifier: list[str] | None = None,
-                         reference: list | None = None, **_: Any) -> list[float | None]:
+def reward_answer_format(
+    prompts: list | None, completions: list, verifier: list[str] | None = None, reference: list | None = None, **_: Any
+) -> list[float | None]:
     """1.0 when the answer is in its verifier's expected shape (explicit final answer for math,
     a program that parses for code, a non-degenerate answer for IFEval), else 0.0."""
     n = len(completions)
@@ -143,8 +152,9 @@ def reward_answer_format(prompts: list | None, completions: list, verifier: list
     prompts = prompts if prompts is not None else [None] * n
     out: list[float | None] = []
     for name, completion, ref, prompt in zip(routes, completions, refs, prompts):
-        ok = format_ok(name, completion_text(completion), parse_reference(ref) if ref is not None else {},
-                       prompt_text(prompt))
+        ok = format_ok(
+            name, completion_text(completion), parse_reference(ref) if ref is not None else {}, prompt_text(prompt)
+        )
         out.append(None if ok is None else float(ok))
     return out
 

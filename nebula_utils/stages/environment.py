@@ -7,12 +7,12 @@ import platform
 from dataclasses import dataclass
 from typing import Any
 
-from .config import StageConfig
+from ..config import StageConfig, doc
 
 
 @dataclass
 class EnvironmentConfig(StageConfig):
-    models: list[str]  # model specs to resolve (and build/convert into the cache) up front
+    models: list[str] = doc("model specs to resolve up front (packaged ones are converted into the cache once)")
 
 
 def device_report() -> dict[str, Any]:
@@ -28,7 +28,7 @@ def device_report() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
-    from .generation import vllm_available
+    from ..inference.generation import vllm_available
 
     info["vllm_usable"] = vllm_available()
     return info
@@ -39,15 +39,23 @@ def model_report(specs: list[str]) -> list[dict[str, Any]]:
     import json
     from pathlib import Path
 
-    from .models import ModelNotAvailable, resolve_model_path
+    from ..inference.models import ModelNotAvailable, resolve_model_path
 
     rows = []
     for spec in specs:
         try:
             path = resolve_model_path(spec)
             cfg = json.loads((Path(path) / "config.json").read_text())
-            rows.append({"spec": spec, "ok": True, "path": path, "architecture": cfg.get("architectures", ["?"])[0],
-                         "layers": cfg.get("num_hidden_layers"), "hidden": cfg.get("hidden_size")})
+            rows.append(
+                {
+                    "spec": spec,
+                    "ok": True,
+                    "path": path,
+                    "architecture": cfg.get("architectures", ["?"])[0],
+                    "layers": cfg.get("num_hidden_layers"),
+                    "hidden": cfg.get("hidden_size"),
+                }
+            )
         except ModelNotAvailable as exc:
             rows.append({"spec": spec, "ok": False, "error": str(exc)})
     return rows

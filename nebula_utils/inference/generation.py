@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 Messages = list[dict[str, str]]
 FINISH_REASONS = ("stop", "length")
@@ -46,7 +47,9 @@ class SamplingParams:
         if self.n < 1 or self.max_new_tokens < 1:
             raise ValueError(f"SamplingParams: n={self.n} and max_new_tokens={self.max_new_tokens} must be >= 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ValueError(f"SamplingParams: temperature={self.temperature} must be >= 0, top_p={self.top_p} in (0, 1]")
+            raise ValueError(
+                f"SamplingParams: temperature={self.temperature} must be >= 0, top_p={self.top_p} in (0, 1]"
+            )
 
     @property
     def greedy(self) -> bool:
@@ -130,8 +133,12 @@ class _Base:
         raise NotImplementedError
 
     def spec(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model_spec, "batch_size": self.batch_size,
-                "versions": _versions("torch", "transformers", "vllm")}
+        return {
+            "backend": self.backend,
+            "model": self.model_spec,
+            "batch_size": self.batch_size,
+            "versions": _versions("torch", "transformers", "vllm"),
+        }
 
 
 class TransformersGenerator(_Base):
@@ -147,7 +154,7 @@ class TransformersGenerator(_Base):
         self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
 
     @classmethod
-    def from_spec(cls, spec: str, device: str = "auto", batch_size: int = 8) -> "TransformersGenerator":
+    def from_spec(cls, spec: str, device: str = "auto", batch_size: int = 8) -> TransformersGenerator:
         from .models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(spec, device=device)
@@ -168,12 +175,17 @@ class TransformersGenerator(_Base):
         n_return = 1 if params.greedy else params.n
         with torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
+                **enc,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=not params.greedy,
                 temperature=None if params.greedy else params.temperature,
-                top_p=None if params.greedy else params.top_p, num_return_sequences=n_return,
-                pad_token_id=tok.pad_token_id, return_dict_in_generate=True, output_logits=params.logprobs,
+                top_p=None if params.greedy else params.top_p,
+                num_return_sequences=n_return,
+                pad_token_id=tok.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=params.logprobs,
             )
-        new = out.sequences[:, enc["input_ids"].shape[1]:]
+        new = out.sequences[:, enc["input_ids"].shape[1] :]
         token_logps = None
         if params.logprobs:  # raw logits -> log-probs of the tokens actually generated
             logits = torch.stack(out.logits, dim=1).float()
@@ -185,7 +197,7 @@ class TransformersGenerator(_Base):
             text = tok.decode(ids[:count], skip_special_tokens=True).strip()
             mean_lp = float(token_logps[row, :count].mean()) if token_logps is not None and count else None
             flat.append(Completion(text, reason, count, mean_lp))
-        groups = [flat[j * n_return:(j + 1) * n_return] for j in range(len(texts))]
+        groups = [flat[j * n_return : (j + 1) * n_return] for j in range(len(texts))]
         return [g * params.n if params.greedy else g for g in groups]
 
     def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
@@ -197,7 +209,7 @@ class TransformersGenerator(_Base):
         torch.manual_seed(params.seed)
         start = time.perf_counter()
         for lo in range(0, len(order), self.batch_size):
-            idx = order[lo: lo + self.batch_size]
+            idx = order[lo : lo + self.batch_size]
             for i, group in zip(idx, self._batch([texts[i] for i in idx], params)):
                 outputs[i] = group
         self.stats.add(len(texts), outputs, time.perf_counter() - start, greedy=params.greedy)
@@ -213,19 +225,29 @@ class VLLMGenerator(_Base):
 
     backend = "vllm"
 
-    def __init__(self, model_path: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
-                 model_spec: str = "", **engine_kwargs: Any):
+    def __init__(
+        self,
+        model_path: str,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.85,
+        model_spec: str = "",
+        **engine_kwargs: Any,
+    ):
         from vllm import LLM
 
-        self.llm = LLM(model=model_path, tensor_parallel_size=tensor_parallel_size,
-                       gpu_memory_utilization=gpu_memory_utilization, **engine_kwargs)
+        self.llm = LLM(
+            model=model_path,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            **engine_kwargs,
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.model_spec = model_spec or model_path
         self.batch_size = 0  # vLLM schedules its own batches
         self.stats = GenerationStats()
 
     @classmethod
-    def from_spec(cls, spec: str, **kwargs: Any) -> "VLLMGenerator":
+    def from_spec(cls, spec: str, **kwargs: Any) -> VLLMGenerator:
         from .models import ensure_generation_template, resolve_model_path
 
         gen = cls(resolve_model_path(spec), model_spec=spec, **kwargs)
@@ -235,8 +257,14 @@ class VLLMGenerator(_Base):
     def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         from vllm import SamplingParams as VSampling
 
-        sampling = VSampling(n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                             top_p=params.top_p, seed=params.seed, logprobs=0 if params.logprobs else None)
+        sampling = VSampling(
+            n=params.n,
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            logprobs=0 if params.logprobs else None,
+        )
         prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         start = time.perf_counter()
         results = self.llm.generate(prompts, sampling, use_tqdm=False)

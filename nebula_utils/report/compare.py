@@ -1,4 +1,4 @@
-"""Stage 90_report: compare finished runs read from their folders under results/ (never live objects).
+"""Compare finished runs read from their folders under results/ (never live objects).
 
 Rows are runs, columns are benchmark scores, the suite average (the unweighted mean of benchmark
 scores, as the papers report it) and per-capability averages. Each cell carries its delta against a
@@ -14,54 +14,31 @@ without eval_summary.json (e.g. a training run) is a row without scores: it stil
 hash, data version, lineage and training curve.
 
 Each row's lineage (checkpoints, training runs, data versions with their manifests) comes from
-nebula_utils.lineage.
+nebula_utils.report.lineage.
 
-The HTML report is rendered by the runner after the notebook has run (nebula_utils.runner calls
-`render_html` on the executed notebook): the notebook cannot render itself because papermill only
-writes the last cell's outputs after that cell ends. A notebook executed by hand is rendered with
+The HTML report is rendered by the runner after the notebook has run (report.html.render_html
+on the executed notebook): the notebook cannot render itself because papermill only writes the
+last cell's outputs after that cell ends. A notebook executed by hand is rendered with
 `nebula render <executed.ipynb> [--out file.html]`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
 
-from .config import ConfigError, StageConfig
-from .io import atomic_write_text, iter_jsonl, read_json
-from .lineage import data_version_label, lineage, training_runs
-from .stats import DEFAULT_RESAMPLES, Estimate, mean_of_estimates, paired_bootstrap
+from ..config import ConfigError
+from ..io import iter_jsonl, read_json
+from ..stats import DEFAULT_RESAMPLES, Estimate, mean_of_estimates, paired_bootstrap
+from .lineage import data_version_label, lineage
 
 MARKS = {"up": "▲", "down": "▼", "flat": "≈", "baseline": "", "n/a": "?"}
-
-
-@dataclass
-class ReportStageConfig(StageConfig):
-    runs: list[str]  # run folders (pipelines pass "@60_eval_base", ...); [] = every complete 60_eval run
-    labels: list[str]  # one per run; [] = the run ids
-    baseline: int | str  # the baseline row: its label or its index in `runs`
-    report_name: str  # writes <results root>/reports/<report_name>.html
-    bootstrap_resamples: int
-    tradeoff_axes: list[str]  # two capabilities for the trade-off scatter; [] = the first two
-
-    @classmethod
-    def html_report_path(cls, params: Mapping[str, Any]) -> Path:
-        """Where the runner writes the rendered report for a step with these parameters."""
-        return html_path(params.get("report_name") or "report", params.get("run_dir") or "")
-
-
-def html_path(report_name: str, run_dir: str | Path = "") -> Path:
-    """<results root>/reports/<name>.html; the results root is the run folder's grandparent
-    (results/<pipeline>/<run id>), or RESULTS_ROOT (env NEBULA_RESULTS) for a run without a folder."""
-    from .runs import RESULTS_ROOT
-
-    root = Path(run_dir).parent.parent if run_dir else RESULTS_ROOT
-    return root / "reports" / f"{report_name}.html"
 
 
 # --------------------------------------------------------------------------- reading run folders
@@ -252,7 +229,9 @@ def _own_estimate(run: RunResult, names: list[str], resamples: int, seed: int) -
     return Estimate(value, est.low, est.high, est.n) if est else Estimate(value, math.nan, math.nan, 0)
 
 
-def _delta(base: RunResult, run: RunResult, names: list[str], resamples: int, seed: int) -> tuple[Estimate | None, int]:
+def _delta(
+    base: RunResult, run: RunResult, names: list[str], resamples: int, seed: int
+) -> tuple[Estimate | None, int]:
     """Paired delta run - base over the benchmarks both have samples for; (estimate, n benchmarks)."""
     pairs = [paired_arrays(base.samples[n], run.samples[n]) for n in names if n in base.samples and n in run.samples]
     pairs = [(a, b) for a, b in pairs if a.size]
@@ -263,8 +242,7 @@ def _delta(base: RunResult, run: RunResult, names: list[str], resamples: int, se
     return stratified_mean([b - a for a, b in pairs], resamples, seed), len(pairs)
 
 
-def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: int = DEFAULT_RESAMPLES,
-               seed: int = 0):
+def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: int = DEFAULT_RESAMPLES, seed: int = 0):
     """The long-form comparison: one row per (run, column) with score, CI, delta, delta CI and mark."""
     import pandas as pd
 
@@ -275,16 +253,41 @@ def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: in
         for col, kind, names in _columns(runs):
             own = _own_estimate(run, names, resamples, seed)
             delta, n_bench = (None, 0) if i == base_i else _delta(base, run, names, resamples, seed)
-            rows.append({
-                "run": run.label, "column": col, "kind": kind,
-                "score": own.value if own else math.nan, "ci_lo": own.low if own else math.nan,
-                "ci_hi": own.high if own else math.nan, "n": own.n if own else 0,
-                "delta": delta.value if delta else math.nan, "delta_lo": delta.low if delta else math.nan,
-                "delta_hi": delta.high if delta else math.nan, "n_paired": delta.n if delta else 0,
-                "benchmarks_paired": n_bench, "mark": "baseline" if i == base_i else mark(delta),
-            })
-    return pd.DataFrame(rows, columns=["run", "column", "kind", "score", "ci_lo", "ci_hi", "n", "delta", "delta_lo",
-                                       "delta_hi", "n_paired", "benchmarks_paired", "mark"])
+            rows.append(
+                {
+                    "run": run.label,
+                    "column": col,
+                    "kind": kind,
+                    "score": own.value if own else math.nan,
+                    "ci_lo": own.low if own else math.nan,
+                    "ci_hi": own.high if own else math.nan,
+                    "n": own.n if own else 0,
+                    "delta": delta.value if delta else math.nan,
+                    "delta_lo": delta.low if delta else math.nan,
+                    "delta_hi": delta.high if delta else math.nan,
+                    "n_paired": delta.n if delta else 0,
+                    "benchmarks_paired": n_bench,
+                    "mark": "baseline" if i == base_i else mark(delta),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "run",
+            "column",
+            "kind",
+            "score",
+            "ci_lo",
+            "ci_hi",
+            "n",
+            "delta",
+            "delta_lo",
+            "delta_hi",
+            "n_paired",
+            "benchmarks_paired",
+            "mark",
+        ],
+    )
 
 
 def _cell(row) -> str:
@@ -316,81 +319,6 @@ def summary_table(runs: Sequence[RunResult], long, lineages: Sequence[dict] | No
     return pd.DataFrame(table)
 
 
-# --------------------------------------------------------------------------- plots
-
-
-def plot_training_curves(runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]]):
-    """Train loss vs step side by side: one panel per report row whose lineage has training runs
-    (rows of base models have none), one line per training run in that lineage."""
-    import matplotlib.pyplot as plt
-
-    rows = [(run, training_runs(tree)) for run, tree in zip(runs, trees)]
-    rows = [(run, dirs) for run, dirs in rows if dirs] or [(None, [])]
-    fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows) + 0.6, 3), sharey=True, squeeze=False)
-    for ax, (run, dirs) in zip(axes[0], rows):
-        for train_dir in dirs:
-            log = [h for h in read_json(train_dir / "train_log.json") if "loss" in h and "step" in h]
-            ax.plot([h["step"] for h in log], [h["loss"] for h in log], marker=".", label=train_dir.name)
-        ax.set(title=run.label if run else "no training runs in any lineage", xlabel="step")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("train loss")
-    fig.tight_layout()
-    return fig
-
-
-def plot_benchmark_bars(long, kinds: Sequence[str] = ("benchmark", "average")):
-    """Grouped bars: score per benchmark (and the average) per run, with 95% CI error bars."""
-    import matplotlib.pyplot as plt
-
-    data = long[long["kind"].isin(kinds)].dropna(subset=["score"])
-    cols, runs = list(dict.fromkeys(data["column"])), list(dict.fromkeys(data["run"]))
-    if not cols:
-        fig, ax = plt.subplots(figsize=(4.2, 1.2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no benchmark scores (these runs are not eval runs)", ha="center", va="center")
-        return fig
-    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(cols) * max(1, len(runs)) ** 0.5 + 2), 3.2))
-    width = 0.8 / max(1, len(runs))
-    for j, name in enumerate(runs):
-        sub = data[data["run"] == name].set_index("column").reindex(cols)
-        err = np.nan_to_num(np.vstack([sub["score"] - sub["ci_lo"], sub["ci_hi"] - sub["score"]]).clip(min=0))
-        ax.bar(np.arange(len(cols)) + j * width, sub["score"], width, yerr=err, capsize=3, label=name)
-    ax.set_xticks(np.arange(len(cols)) + width * (len(runs) - 1) / 2, cols, rotation=20)
-    ax.set(ylabel="score", title="benchmark scores (95% CI)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_tradeoff(long, axes: Sequence[str] = ()):
-    """Scatter of two capability averages, one point per run (with CI whiskers)."""
-    import matplotlib.pyplot as plt
-
-    caps = list(dict.fromkeys(long.loc[long["kind"] == "capability", "column"]))
-    if axes:
-        unknown = [a for a in axes if f"cap/{a}" not in caps]
-        if unknown or len(axes) != 2:
-            raise ConfigError(f"tradeoff_axes: need two of {', '.join(c[4:] for c in caps)}; got {list(axes)}")
-        caps = [f"cap/{a}" for a in axes]
-    if len(caps) < 2:
-        fig, ax = plt.subplots(figsize=(4.2, 1.2))
-        ax.axis("off")
-        ax.text(0.5, 0.5, f"no trade-off to draw: {len(caps)} capability scores", ha="center", va="center")
-        return fig
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    x, y = (long[long["column"] == c].set_index("run") for c in caps[:2])
-    for name in x.index:
-        ax.errorbar(x.at[name, "score"], y.at[name, "score"], fmt="o", capsize=3, label=name,
-                    xerr=[[x.at[name, "score"] - x.at[name, "ci_lo"]], [x.at[name, "ci_hi"] - x.at[name, "score"]]],
-                    yerr=[[y.at[name, "score"] - y.at[name, "ci_lo"]], [y.at[name, "ci_hi"] - y.at[name, "score"]]])
-    ax.set(xlabel=caps[0][4:], ylabel=caps[1][4:], title="capability trade-off")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
 def funnel_table(versions: Sequence[Mapping[str, Any]]):
     """Counts in/out per processing step of each data version (from processing manifests)."""
     import pandas as pd
@@ -399,58 +327,26 @@ def funnel_table(versions: Sequence[Mapping[str, Any]]):
     for v in versions:
         name = f"{Path(v['path']).parent.name}/{Path(v['path']).name}"
         for s in v["manifests"]["processing"]["steps"]:
-            rows.append({"version": name, "step": s["name"], "in": s["count_in"], "out": s["count_out"],
-                         "filtered": s["filtered"], "quarantined": s["quarantined"]})
+            rows.append(
+                {
+                    "version": name,
+                    "step": s["name"],
+                    "in": s["count_in"],
+                    "out": s["count_out"],
+                    "filtered": s["filtered"],
+                    "quarantined": s["quarantined"],
+                }
+            )
     return pd.DataFrame(rows, columns=["version", "step", "in", "out", "filtered", "quarantined"])
-
-
-def plot_funnel(funnel):
-    """Horizontal bars per processing step: rows in (light) and kept (dark), one panel per version."""
-    import matplotlib.pyplot as plt
-
-    versions = list(dict.fromkeys(funnel["version"])) or ["(no data versions in lineage)"]
-    heights = [max(1, (funnel["version"] == v).sum()) for v in versions]
-    fig, axes = plt.subplots(len(versions), 1, figsize=(7, 0.8 + 0.3 * sum(heights) + len(versions)),
-                             squeeze=False, gridspec_kw={"height_ratios": heights})
-    for ax, v in zip(axes[:, 0], versions):
-        sub = funnel[funnel["version"] == v]
-        ypos = np.arange(len(sub))[::-1]
-        ax.barh(ypos, sub["in"], color="#c6dbef", label="in")
-        ax.barh(ypos, sub["out"], color="#2171b5", label="out")
-        ax.set_yticks(ypos, [s[:40] for s in sub["step"]], fontsize=7)
-        ax.set_title(v, fontsize=9)
-        if len(sub):
-            ax.legend(fontsize=7, loc="lower right")
-    axes[-1, 0].set_xlabel("rows")
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------- metrics and HTML
 
 
 def delta_metrics(long) -> dict[str, dict[str, Any]]:
     """report/delta/<run>/<column> entries for metrics.json (value, n paired, 95% CI)."""
     out = {}
     for r in long[(long["mark"] != "baseline") & long["delta"].notna()].itertuples():
-        out[f"report/delta/{r.run}/{r.column}"] = {"value": float(r.delta), "n": int(r.n_paired),
-                                                   "ci95": [float(r.delta_lo), float(r.delta_hi)]}
+        out[f"report/delta/{r.run}/{r.column}"] = {
+            "value": float(r.delta),
+            "n": int(r.n_paired),
+            "ci95": [float(r.delta_lo), float(r.delta_hi)],
+        }
     return out
-
-
-def render_html(notebook: str | Path, out: str | Path) -> Path:
-    """Render an executed notebook to one standalone HTML file, code cells' input hidden.
-
-    nbconvert's HTMLExporter with exclude_input: outputs (tables, base64-embedded PNG plots) and
-    markdown only, so the file reads in any browser without Jupyter.
-    """
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                            embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
-    path = atomic_write_text(out, body)
-    path.chmod(0o644)  # a report is meant to be shared; the temp file was created 0600
-    return path

@@ -21,7 +21,7 @@ writable, else `~/.cache/nebula/nltk_data`; `NEBULA_NLTK_DATA` overrides both.
 `ensure_punkt_tab()` puts that folder on `nltk.data.path` (and NLTK_DATA, for subprocesses),
 so importing lm-eval's IFEval code afterwards finds the model and never tries to download.
 
-Run: `python -m nebula_utils.offline_data` (the Makefile does after installing the venv).
+Run: `python -m nebula_utils.verifiers.offline_data` (the Makefile does after installing the venv).
 """
 
 from __future__ import annotations

@@ -11,13 +11,14 @@ key: the config key or relation that led to it, path, inputs: [child nodes], ...
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
-from .data.manifests import MANIFEST_NAMES
-from .io import read_json
+from ..data.manifests import MANIFEST_NAMES
+from ..io import read_json
 
 
 def owning_run(path: Path) -> Path | None:
@@ -69,24 +70,40 @@ def read_manifests(path: Path) -> dict[str, Any]:
 def _data_version_node(path: Path, index: _VersionIndex, seen: set, depth: int) -> dict[str, Any]:
     manifests = read_manifests(path)
     version = manifests["version"]
-    node = {"kind": "data_version", "path": str(path), "content_hash": version["content_hash"],
-            "num_rows": version["num_rows"], "schema": version.get("schema"), "manifests": manifests, "inputs": []}
+    node = {
+        "kind": "data_version",
+        "path": str(path),
+        "content_hash": version["content_hash"],
+        "num_rows": version["num_rows"],
+        "schema": version.get("schema"),
+        "manifests": manifests,
+        "inputs": [],
+    }
     producer = owning_run(path.parent)
     if producer is not None:
         node["inputs"].append(_walk(producer, index, seen, depth + 1, key="produced_by"))
     for digest in version.get("parents", []):
         parent = index.find(digest)
         node["inputs"].append(
-            _data_version_node(parent, index, seen, depth + 1) | {"key": "parent"} if parent is not None
-            else {"kind": "data_version", "key": "parent", "content_hash": digest, "path": None, "inputs": []})
+            _data_version_node(parent, index, seen, depth + 1) | {"key": "parent"}
+            if parent is not None
+            else {"kind": "data_version", "key": "parent", "content_hash": digest, "path": None, "inputs": []}
+        )
     return node
 
 
 def _walk(run_dir: Path, index: _VersionIndex, seen: set, depth: int, key: str = "") -> dict[str, Any]:
     info = read_json(run_dir / "run.json")
-    node = {"kind": "run", "key": key, "path": str(run_dir), "run_id": info.get("run_id", run_dir.name),
-            "stage": info.get("stage", ""), "status": info.get("status"), "inputs": [],
-            "has_train_log": (run_dir / "train_log.json").is_file()}
+    node = {
+        "kind": "run",
+        "key": key,
+        "path": str(run_dir),
+        "run_id": info.get("run_id", run_dir.name),
+        "stage": info.get("stage", ""),
+        "status": info.get("status"),
+        "inputs": [],
+        "has_train_log": (run_dir / "train_log.json").is_file(),
+    }
     if str(run_dir) in seen or depth > 20:  # a run reached twice is listed, not walked again
         return node | {"repeated": True}
     seen.add(str(run_dir))
@@ -105,8 +122,14 @@ def _walk(run_dir: Path, index: _VersionIndex, seen: set, depth: int, key: str =
         if producer is None:  # e.g. a hand-made .jsonl: listed, nothing to walk into
             node["inputs"].append({"kind": "file", "key": name, "path": str(target), "inputs": []})
         elif producer != run_dir.resolve():
-            node["inputs"].append({"kind": "checkpoint" if name == "model" else "output", "key": name,
-                                   "path": str(target), "inputs": [_walk(producer, index, seen, depth + 1, "produced_by")]})
+            node["inputs"].append(
+                {
+                    "kind": "checkpoint" if name == "model" else "output",
+                    "key": name,
+                    "path": str(target),
+                    "inputs": [_walk(producer, index, seen, depth + 1, "produced_by")],
+                }
+            )
     parent = info.get("parent_run")  # optional in run.json: a run id (sibling folder) or a path
     if isinstance(parent, str) and parent:
         candidate = Path(parent) if Path(parent).is_absolute() else run_dir.parent / parent
@@ -143,7 +166,9 @@ def data_version_label(tree: Mapping[str, Any]) -> str:
 def _describe(node: Mapping[str, Any]) -> tuple[str, str]:
     kind = node["kind"]
     if kind == "run":
-        return node["run_id"], f"stage {node['stage']}, {node.get('status')}" + (" (see above)" if node.get("repeated") else "")
+        return node["run_id"], f"stage {node['stage']}, {node.get('status')}" + (
+            " (see above)" if node.get("repeated") else ""
+        )
     if kind == "model":
         return node["spec"], "base model spec"
     if kind == "missing":
@@ -154,11 +179,13 @@ def _describe(node: Mapping[str, Any]) -> tuple[str, str]:
         return node["content_hash"][:12], "parent version not found under this results root"
     m = node["manifests"]
     steps = m["processing"]["steps"]
-    return (f"{Path(node['path']).parent.name}/{Path(node['path']).name}",
-            f"{node['num_rows']} rows, hash {node['content_hash'][:8]}, sources: "
-            f"{', '.join(s['name'] for s in m['source']['sources'])}; {len(steps)} processing steps; "
-            f"read by {len(m['consumption']['records'])} run(s); isolation hits "
-            f"{m['evaluation_isolation'].get('total_hits', '?')}")
+    return (
+        f"{Path(node['path']).parent.name}/{Path(node['path']).name}",
+        f"{node['num_rows']} rows, hash {node['content_hash'][:8]}, sources: "
+        f"{', '.join(s['name'] for s in m['source']['sources'])}; {len(steps)} processing steps; "
+        f"read by {len(m['consumption']['records'])} run(s); isolation hits "
+        f"{m['evaluation_isolation'].get('total_hits', '?')}",
+    )
 
 
 def lineage_table(tree: Mapping[str, Any]):
@@ -168,8 +195,14 @@ def lineage_table(tree: Mapping[str, Any]):
     rows = []
     for depth, node in iter_nodes(tree):
         name, detail = _describe(node)
-        rows.append({"node": "  " * depth + ("└ " if depth else "") + name, "kind": node["kind"],
-                     "via": node.get("key", ""), "detail": detail})
+        rows.append(
+            {
+                "node": "  " * depth + ("└ " if depth else "") + name,
+                "kind": node["kind"],
+                "via": node.get("key", ""),
+                "detail": detail,
+            }
+        )
     return pd.DataFrame(rows, columns=["node", "kind", "via", "detail"])
 
 

@@ -1,4 +1,4 @@
-"""The sandboxed interpreter's entry point (run as `python -I <this file>` by nebula_utils.sandbox).
+"""The sandboxed interpreter's entry point (run as `python -I <this file>` by nebula_utils.verifiers.sandbox).
 
 Self-contained on purpose: it must not import nebula_utils (the candidate could reach anything
 we import), and `-I` keeps the caller's environment and working directory off sys.path.
@@ -27,14 +27,41 @@ ERROR_TAG = "NEBULA_SANDBOX_ERROR"
 # and the introspection routes to the main thread's frame.
 DENY_EVENTS = frozenset(
     {
-        "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-        "subprocess.Popen", "os.killpg", "signal.pthread_kill", "pty.spawn",
-        "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
-        "socket.gethostbyname", "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg",
-        "resource.setrlimit", "resource.prlimit", "sys._current_frames", "sys.settrace",
-        "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
-        "os.setuid", "os.setgid", "webbrowser.open", "urllib.Request", "ftplib.connect",
-        "http.client.connect", "smtplib.connect", "poplib.connect", "imaplib.open",
+        "os.system",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.forkpty",
+        "subprocess.Popen",
+        "os.killpg",
+        "signal.pthread_kill",
+        "pty.spawn",
+        "socket.__new__",
+        "socket.connect",
+        "socket.bind",
+        "socket.getaddrinfo",
+        "socket.gethostbyname",
+        "socket.gethostbyaddr",
+        "socket.sendto",
+        "socket.sendmsg",
+        "resource.setrlimit",
+        "resource.prlimit",
+        "sys._current_frames",
+        "sys.settrace",
+        "sys.setprofile",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "os.setuid",
+        "os.setgid",
+        "webbrowser.open",
+        "urllib.Request",
+        "ftplib.connect",
+        "http.client.connect",
+        "smtplib.connect",
+        "poplib.connect",
+        "imaplib.open",
         "telnetlib.Telnet.open",
     }
 )
@@ -42,10 +69,25 @@ DENY_EVENTS = frozenset(
 DENY_IMPORTS = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_xxsubinterpreters", "cffi"})
 # Events whose first argument(s) are paths that must stay inside the working directory.
 PATH_EVENTS = {
-    "os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.link": (1,), "os.symlink": (1,),
-    "os.mkdir": (0,), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-    "shutil.rmtree": (0,), "os.chflags": (0,), "os.lchflags": (0,), "os.mkfifo": (0,), "os.mknod": (0,),
-    "shutil.copyfile": (1,), "shutil.copytree": (1,), "shutil.move": (0, 1), "os.listxattr": (),
+    "os.remove": (0,),
+    "os.rmdir": (0,),
+    "os.rename": (0, 1),
+    "os.link": (1,),
+    "os.symlink": (1,),
+    "os.mkdir": (0,),
+    "os.chmod": (0,),
+    "os.chown": (0,),
+    "os.truncate": (0,),
+    "os.utime": (0,),
+    "shutil.rmtree": (0,),
+    "os.chflags": (0,),
+    "os.lchflags": (0,),
+    "os.mkfifo": (0,),
+    "os.mknod": (0,),
+    "shutil.copyfile": (1,),
+    "shutil.copytree": (1,),
+    "shutil.move": (0, 1),
+    "os.listxattr": (),
 }
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
@@ -96,8 +138,11 @@ def apply_landlock(abi, work, read_roots):
     write |= LL_IOCTL_DEV if abi >= 5 else 0
     read = LL_EXECUTE | LL_READ_FILE | LL_READ_DIR
     file_rights = LL_EXECUTE | LL_WRITE_FILE | LL_READ_FILE | (LL_TRUNCATE if abi >= 3 else 0)
-    attr = RulesetAttr(read | write, (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if abi >= 4 else 0,
-                       (LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL) if abi >= 6 else 0)
+    attr = RulesetAttr(
+        read | write,
+        (LL_NET_BIND_TCP | LL_NET_CONNECT_TCP) if abi >= 4 else 0,
+        (LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL) if abi >= 6 else 0,
+    )
     size = 8 if abi < 4 else (16 if abi < 6 else 24)
     ruleset = libc.syscall(SYS_CREATE_RULESET, ctypes.byref(attr), size, 0)
     if ruleset < 0:

@@ -1,0 +1,45 @@
+"""Stage 90_report: compare finished runs read from their folders under results/ (never live objects).
+
+The comparison itself (pairing by item id, paired/stratified bootstrap, marks) is
+nebula_utils.report.compare; figures are nebula_utils.report.plots; lineage walks are
+nebula_utils.report.lineage. The runner renders the executed notebook to
+`<results root>/reports/<report_name>.html` after the step (see `html_report_path`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError, StageConfig, doc
+
+
+@dataclass
+class ReportStageConfig(StageConfig):
+    runs: list[str] = doc(
+        'run folders to compare (pipelines pass ["@60_eval_base", ...]); [] = every complete '
+        "60_eval run under results/"
+    )
+    labels: list[str] = doc("one label per run; [] = the run ids")
+    baseline: int | str = doc("the baseline row: its index in `runs` or its label")
+    report_name: str = doc("writes <results root>/reports/<report_name>.html")
+    bootstrap_resamples: int = doc("paired-bootstrap resamples (1000 keeps the CI endpoints stable to ~0.01 at n=100)")
+    tradeoff_axes: list[str] = doc("two capabilities for the trade-off scatter; [] = the first two")
+
+    def check(self) -> None:
+        if self.labels and self.runs and len(self.labels) != len(self.runs):
+            raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
+        if self.tradeoff_axes and len(self.tradeoff_axes) != 2:
+            raise ConfigError(f"key 'tradeoff_axes': name two capabilities or none, got {self.tradeoff_axes}")
+        self.at_least("bootstrap_resamples", 100)
+        if not self.report_name or "/" in self.report_name:
+            raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
+
+
+def html_path(report_name: str, run_dir: str | Path = "") -> Path:
+    """<results root>/reports/<name>.html; the results root is the run folder's grandparent
+    (results/<pipeline>/<run id>), or the results root (env NEBULA_RESULTS) for a run without one."""
+    from ..paths import results_root
+
+    root = Path(run_dir).parent.parent if run_dir else results_root()
+    return root / "reports" / f"{report_name}.html"

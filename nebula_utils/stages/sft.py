@@ -1,0 +1,60 @@
+"""Stage 20_sft: supervised fine-tuning, a typed config that composes TRL's SFTConfig.
+
+The stage config holds the knobs researchers change between ablations (LR, epochs, LoRA, loss
+masking); everything else TRL offers is reachable through `trl_overrides`, whose keys are checked
+against `trl.SFTConfig` so a typo fails at config time, not after an hour of training. The
+trainer call lives in nebula_utils.train.sft.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..config import StageConfig, doc
+
+
+@dataclass
+class SFTStageConfig(StageConfig):
+    upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/base"}
+    builtin_inputs: ClassVar[dict[str, str]] = {"data": "sft"}
+
+    model: str = doc("model spec (Hub id, local folder, packaged:..., tiny-random) or an upstream checkpoint folder")
+    data: str = doc('data version folder or a .jsonl with `messages`; "" = the newest 16_curriculum/base')
+    max_samples: int = doc("0 = every row; else a seeded sample of this many")
+    max_length: int = doc("tokens per sample after the chat template; longer samples are truncated")
+    num_train_epochs: float = doc("passes over the data (ignored when max_steps > 0)")
+    max_steps: int = doc("optimizer steps; > 0 overrides num_train_epochs, 0 = use epochs")
+    per_device_train_batch_size: int = doc("samples per device per forward pass")
+    gradient_accumulation_steps: int = doc("forward passes per optimizer step")
+    learning_rate: float = doc("peak learning rate (AdamW)")
+    lr_scheduler_type: str = doc("transformers scheduler name: cosine, linear, constant, ...")
+    warmup_ratio: float = doc("fraction of the steps spent warming up the learning rate")
+    weight_decay: float = doc("AdamW weight decay")
+    assistant_only_loss: bool = doc("loss on assistant tokens only (needs {% generation %} markers in the template)")
+    packing: bool = doc("pack several samples into one sequence (TRL's bfd strategy)")
+    use_lora: bool = doc("train LoRA adapters (merged into the saved model) instead of every weight")
+    lora_r: int = doc("LoRA rank")
+    lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = doc("dropout on the LoRA path")
+    lora_target_modules: list[str] = doc("module names to adapt; [] = all linear layers")
+    gradient_checkpointing: bool = doc("recompute activations in backward: less memory, ~30% more compute")
+    logging_steps: int = doc("runtime-only: log loss every this many steps")
+    trl_overrides: dict[str, Any] = doc("any other trl.SFTConfig field, checked by name when the trainer is built")
+
+    def check(self) -> None:
+        self.above("num_train_epochs", 0.0)
+        for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay"):
+            self.at_least(key, 0)
+        self.above("learning_rate", 0.0)
+        self.within("warmup_ratio", 0.0, 1.0)
+        self.within("lora_dropout", 0.0, 1.0)
+        for key in (
+            "max_length",
+            "per_device_train_batch_size",
+            "gradient_accumulation_steps",
+            "lora_r",
+            "lora_alpha",
+            "logging_steps",
+        ):
+            self.at_least(key, 1)
