@@ -15,8 +15,8 @@ from nebula_utils import runner
 from nebula_utils.ablation import load_ablation
 from nebula_utils.config import ConfigError
 from nebula_utils.pipeline import load_pipeline
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "params" / "ablations" / "sft_lr_smoke.yaml"
 SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 

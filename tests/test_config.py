@@ -7,8 +7,7 @@ import yaml
 
 from nebula_utils.config import ConfigError, coerce, make_run_id
 from nebula_utils.pipeline import load_pipeline
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def write(tmp_path: Path, doc: dict, name="p.yaml") -> Path:

@@ -2,16 +2,22 @@
 
 import ast
 import json
-from pathlib import Path
+import types
+import typing
 
 import jupytext
 import pytest
 
-from nebula_utils.config import field_types, merge_layers, stage_defaults
-from nebula_utils.stages import STAGES, stage_config_class
+from nebula_utils.config import field_types, merge_layers
+from nebula_utils.stages import stage_config_class, stage_defaults, stage_names
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def parameter_annotations(nb) -> dict:
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    return {n.target.id: ast.unparse(n.annotation).split("[")[0] for n in ast.parse(cell.source).body}
 
 
 def parameters_cell(nb) -> dict:
@@ -24,8 +30,8 @@ def parameters_cell(nb) -> dict:
     return values
 
 
-def test_every_stage_has_a_notebook():
-    assert {p.stem for p in NOTEBOOKS} == set(STAGES)
+def test_every_notebook_is_a_stage():
+    assert [p.stem for p in NOTEBOOKS] == stage_names()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -49,6 +55,16 @@ def test_parameters_match_yaml_and_dataclass(path):
     resolved = merge_layers(cls, stage, stage_defaults(stage))
     for key, value in resolved.items():
         assert params[key] == value, f"{stage}: parameter {key}={params[key]!r} but YAML says {value!r}"
+    annotations = parameter_annotations(jupytext.read(path))
+    for key, tp in field_types(cls).items():
+        expected = typing.get_origin(tp) or tp
+        if expected in (typing.Union, types.UnionType):  # e.g. `int | str`: the cell may name either
+            expected = tuple(typing.get_origin(a) or a for a in typing.get_args(tp))
+        else:
+            expected = (expected,)
+        assert annotations[key] in {e.__name__ for e in expected}, (
+            f"{stage}: parameter {key} is annotated {annotations[key]} but the dataclass says {tp}"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

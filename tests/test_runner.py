@@ -10,8 +10,7 @@ import yaml
 
 from nebula_utils.pipeline import load_pipeline
 from nebula_utils.runner import StepFailed, run_pipeline
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def pipeline_file(tmp_path: Path, data: str, lr: float = 5e-3, name: str = "p.yaml") -> Path:

@@ -7,8 +7,8 @@ import pytest
 
 from nebula_utils.pipeline import load_pipeline
 from nebula_utils.runner import run_pipeline
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 
 

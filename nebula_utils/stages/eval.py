@@ -8,9 +8,11 @@ notebook's table/plot helpers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import StageConfig, doc
+from ..paths import repo_path
 
 BACKENDS = ("auto", "hf", "vllm")
 TASK_SOURCES = ("local", "official")
@@ -44,6 +46,20 @@ class EvalStageConfig(StageConfig):
         self.at_least("batch_size", 1)
         self.at_least("num_fewshot", -1)
         self.at_least("bootstrap_resamples", 100)
+
+    def data_path(self) -> Path:
+        return repo_path(self.data_root).resolve()
+
+    def suite_path(self) -> Path:
+        """A suite name means params/suites/<name>.yaml; a .yaml value is a path."""
+        from ..paths import SUITES_DIR
+
+        return repo_path(self.suite) if self.suite.endswith((".yaml", ".yml")) else SUITES_DIR / f"{self.suite}.yaml"
+
+    def resolved_backend(self) -> str:
+        from ..inference.generation import vllm_available
+
+        return ("vllm" if vllm_available() else "hf") if self.backend == "auto" else self.backend
 
 
 def results_table(summary: dict[str, Any]):

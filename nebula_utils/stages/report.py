@@ -8,8 +8,10 @@ nebula_utils.report.lineage. The runner renders the executed notebook to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
 
@@ -34,6 +36,11 @@ class ReportStageConfig(StageConfig):
         self.at_least("bootstrap_resamples", 100)
         if not self.report_name or "/" in self.report_name:
             raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
+
+    @classmethod
+    def html_report_path(cls, params: Mapping[str, Any]) -> Path:
+        """Where the runner writes the rendered report for a step with these parameters."""
+        return html_path(params.get("report_name") or "report", params.get("run_dir") or "")
 
 
 def html_path(report_name: str, run_dir: str | Path = "") -> Path:

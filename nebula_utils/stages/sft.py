@@ -8,10 +8,12 @@ trainer call lives in nebula_utils.train.sft.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, doc
+from ..config import ConfigError, StageConfig, doc
 
 
 @dataclass
@@ -58,3 +60,57 @@ class SFTStageConfig(StageConfig):
             "logging_steps",
         ):
             self.at_least(key, 1)
+
+    def use_cuda(self) -> bool:
+        from ..inference.models import pick_device
+
+        return pick_device(self.device) == "cuda"
+
+    def to_trl(self, output_dir: str | Path):
+        from trl import SFTConfig
+
+        known = {f.name for f in dataclasses.fields(SFTConfig)}
+        unknown = sorted(set(self.trl_overrides) - known)
+        if unknown:
+            raise ConfigError(f"trl_overrides: unknown trl.SFTConfig field '{unknown[0]}'")
+        cuda = self.use_cuda()
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(output_dir),
+            seed=self.seed,
+            data_seed=self.seed,
+            max_length=self.max_length,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps if self.max_steps > 0 else -1,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+            weight_decay=self.weight_decay,
+            assistant_only_loss=self.assistant_only_loss,
+            packing=self.packing,
+            activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name
+            logging_steps=self.logging_steps,
+            # TRL defaults to bf16=True; CPUs here have no fast bf16 path, so only use it on CUDA.
+            bf16=cuda,
+            use_cpu=not cuda,
+            report_to="none",
+            save_strategy="no",  # the stage saves the final model itself, atomically
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        kwargs.update(self.trl_overrides)
+        return SFTConfig(**kwargs)
+
+    def lora_config(self):
+        if not self.use_lora:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or "all-linear",
+            task_type="CAUSAL_LM",
+        )

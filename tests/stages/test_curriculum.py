@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from nebula_utils.config import ConfigError, merge_layers, stage_defaults
+from nebula_utils.config import ConfigError, merge_layers
 from nebula_utils.data.manifests import processing_step
 from nebula_utils.data.schema import normalize_row
 from nebula_utils.data.versions import load_version, read_manifests, save_version
+from nebula_utils.stages import stage_defaults
 from nebula_utils.stages.curriculum import (
     CurriculumConfig,
     build_curriculum,
@@ -18,8 +19,8 @@ from nebula_utils.stages.curriculum import (
     changelog_table,
     task_counts,
 )
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TASKS = ["general_chat", "code", "math_reasoning", "complex_if", "safety"]
 
 

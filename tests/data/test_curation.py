@@ -3,9 +3,6 @@ and papermill runs of notebooks 14_classify_sample and 15_decontam."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,7 +11,6 @@ from nebula_utils.data.decontam import BenchmarkItems, BenchmarkSpec, DecontamIn
 from nebula_utils.data.dedup import deduplicate
 from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_ngrams, text_shingles, token_spans, tokenize
 
-REPO = Path(__file__).resolve().parents[1]
 WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
     "quebec romeo sierra tango uniform victor whiskey xray yankee zulu"
@@ -279,113 +275,6 @@ def test_classifier_heldout_accuracy_floor_and_its_cache(tmp_path, monkeypatch):
     assert rule_label("Answer in all lowercase letters.")[0] == "complex_if"
 
 
-def _small_version(tmp_path: Path, planted: bool) -> Path:
-    from nebula_utils.data.mixing import build_mix
-    from nebula_utils.data.schema import to_dataset
-    from nebula_utils.data.sources import humaneval_problems, humaneval_sft, humaneval_split_ids, reasoning_gym_sft
-    from nebula_utils.data.versions import save_version
-
-    parts = {
-        "chain_sum": reasoning_gym_sft("chain_sum", 10, 0),
-        "lcm": reasoning_gym_sft("lcm", 10, 0),
-        "code": humaneval_sft(10),
-    }
-    if planted:
-        eval_ids = set(humaneval_split_ids("eval"))
-        p = [x for x in humaneval_problems() if x["task_id"] in eval_ids][2]
-        dup = parts["lcm"].dataset[0]
-        rows = [
-            {
-                "id": "planted:leak",
-                "source": "planted",
-                "license": "MIT",
-                "task": "code",
-                "messages": [
-                    {"role": "user", "content": p["prompt"]},
-                    {"role": "assistant", "content": p["canonical_solution"]},
-                ],
-            },
-            dict(dup) | {"id": "planted:dup"},
-        ]
-        parts["planted"] = type(parts["lcm"])(
-            to_dataset("sft", rows), parts["lcm"].source, parts["lcm"].step | {"count_in": 2, "count_out": 2}
-        )
-    mix, step = build_mix({k: s.dataset for k, s in parts.items()}, "sft", 0, name="test_mix")
-    out = tmp_path / ("planted" if planted else "clean")
-    save_version(mix, out, "sft", [s.source for s in parts.values()], [s.step for s in parts.values()] + [step])
-    return out
-
-
-def test_write_decontaminated_balances_and_fills_the_manifests(tmp_path):
-    from nebula_utils.config import merge_layers, stage_defaults
-    from nebula_utils.data.versions import load_version, read_manifests
-    from nebula_utils.stages import decontam as C
-
-    version = _small_version(tmp_path, planted=True)
-    values = merge_layers(C.DecontamConfig, "15_decontam", stage_defaults("15_decontam"))
-    cfg = C.DecontamConfig(**values | {"data": str(version), "shared_data_dir": str(tmp_path / "absent")})
-    ds = load_version(version)
-    dedup, decon = C.dedup_rows(cfg, ds), C.decontaminate(cfg, ds)
-    info = C.write_decontaminated(cfg, ds, dedup, decon, tmp_path / "out", tmp_path / "q.jsonl")
-    step = read_manifests(info.path)["processing"]["steps"][-1]
-    assert step["count_in"] == 32 == step["count_out"] + step["filtered"] + step["quarantined"]
-    assert step["drop_reasons"] == {"exact_duplicate": 1, "contaminated:humaneval": 1}
-    assert "planted:leak" not in load_version(info.path)["id"]
-    quarantined = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
-    assert [q["id"] for q in quarantined] == ["planted:leak"]
-    iso = read_manifests(info.path)["evaluation_isolation"]
-    assert {b["name"]: b["hits"] for b in iso["benchmarks"]}["humaneval"] == 1
-    assert iso["total_hits"] == 1 and len(iso["skipped"]) == 4
-
-
-def _papermill(tmp_path: Path, stage: str, params: dict) -> Path:
-    import papermill
-
-    run = tmp_path / stage
-    papermill.execute_notebook(
-        str(REPO / "notebooks" / f"{stage}.ipynb"),
-        str(tmp_path / f"{stage}.out.ipynb"),
-        parameters={"run_dir": str(run)} | params,
-        cwd=str(REPO),
-        kernel_name="python3",
-        progress_bar=False,
-    )
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
-    return run
-
-
-@pytest.mark.slow
-def test_notebooks_14_and_15_run_with_papermill(tmp_path):
-    from nebula_utils.data.versions import load_version, read_manifests
-
-    version = _small_version(tmp_path, planted=False)
-    run14 = _papermill(
-        tmp_path,
-        "14_classify_sample",
-        {
-            "data": str(version),
-            "shared_data_dir": "",
-            "classifier_per_class": 8,
-            "random_baseline_seeds": 3,
-            "selection": "kmeans",
-        },
-    )
-    sampled = load_version(run14 / "data", verify=True)
-    assert len(sampled) == 15
-    metrics = json.loads((run14 / "metrics.json").read_text())["metrics"]
-    assert metrics["classifier_heldout_accuracy"]["n"] > 0 and metrics["classifier_heldout_accuracy"]["ci95"]
-    assert metrics["coverage_mean_kcenter"]["value"] <= metrics["coverage_mean_random"]["value"]
-    assert metrics["coverage_mean_selected"] == metrics["coverage_mean_kmeans"]
-    run15 = _papermill(tmp_path, "15_decontam", {"data": str(run14 / "data"), "shared_data_dir": ""})
-    manifests = read_manifests(run15 / "data")
-    assert manifests["evaluation_isolation"]["checked"] and manifests["evaluation_isolation"]["skipped"]
-    assert (
-        manifests["version"]["num_rows"]
-        == 15 - manifests["processing"]["steps"][-1]["filtered"] - manifests["processing"]["steps"][-1]["quarantined"]
-    )
-    assert (run15 / "decontam.png").is_file() and (run14 / "classify_sample.png").is_file()
-
-
 def test_kmeans_strata_beat_random_and_kcenter_on_mean_distance_of_a_skewed_fixture():
     from nebula_utils.data.diversity import category_quotas, coverage, random_coverage, select
 
@@ -402,16 +291,6 @@ def test_kmeans_strata_beat_random_and_kcenter_on_mean_distance_of_a_skewed_fixt
     assert ours["mean"] < min(rand) and ours["mean"] < kcenter["mean"], (ours, kcenter, rand)
     with pytest.raises(ValueError, match="unknown selection method 'nope'"):
         select(x, labels, quotas, method="nope")
-
-
-def test_classify_sample_config_rejects_an_unknown_selection():
-    from nebula_utils.config import merge_layers, stage_defaults
-    from nebula_utils.stages import classify_sample as C
-
-    values = merge_layers(C.ClassifySampleConfig, "14_classify_sample", stage_defaults("14_classify_sample"))
-    assert C.ClassifySampleConfig(**values).selection == "kmeans"
-    with pytest.raises(ConfigError, match="key 'selection' is 'kmedoids'"):
-        C.ClassifySampleConfig(**values | {"selection": "kmedoids"})
 
 
 def test_kcenter_and_kmeans_never_pick_a_row_twice_among_duplicates():

@@ -18,7 +18,6 @@ from nebula_utils.report import compare as rp
 from nebula_utils.report import lineage as lin
 from nebula_utils.stats import bootstrap_mean
 
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = {"gsm8k": "math", "mmlu": "knowledge", "ifeval": "instruction_following"}
 N_ITEMS = 120
 

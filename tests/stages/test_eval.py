@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nebula_utils.config import ConfigError, merge_layers, stage_defaults
+from nebula_utils.config import ConfigError, merge_layers
 from nebula_utils.data.decontam import load_registry
 from nebula_utils.evaluate import EvalStageConfig, load_suite, quarantine_registry, select
+from nebula_utils.stages import stage_defaults
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
 SMOKE = {
     "model": "tiny-random",

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 
-from nebula_utils.config import field_types, merge_layers, stage_defaults
+from nebula_utils.config import field_types, merge_layers
+from nebula_utils.stages import stage_defaults
 from nebula_utils.stages.data_sft_mix import SFTMixConfig
+from tests.conftest import REPO, SHARED
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 STAGE = "10_data_sft_mix"
 NOTEBOOK_PY = REPO / "notebooks" / f"{STAGE}.py"
 NOTEBOOK = REPO / "notebooks" / f"{STAGE}.ipynb"

@@ -9,8 +9,8 @@ import pytest
 
 from nebula_utils.data.ingest import IngestError, ingest_file
 from nebula_utils.data.schema import FEATURES
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent (optional real data)")
 
 

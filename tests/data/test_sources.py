@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import random
 import re
-from pathlib import Path
 
 import pytest
 
 from nebula_utils.data import sources as S
 from nebula_utils.data.schema import FEATURES
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} absent (optional real data)")
 BOXED = re.compile(r"The final answer is \$\\boxed\{(.+)\}\$\.$")
 

@@ -1,0 +1,101 @@
+"""Small real data versions for tests (reasoning-gym, HumanEval), built with the library's own code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def small_sft_version(tmp_path: Path, planted: bool) -> Path:
+    from nebula_utils.data.mixing import build_mix
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.sources import humaneval_problems, humaneval_sft, humaneval_split_ids, reasoning_gym_sft
+    from nebula_utils.data.versions import save_version
+
+    parts = {
+        "chain_sum": reasoning_gym_sft("chain_sum", 10, 0),
+        "lcm": reasoning_gym_sft("lcm", 10, 0),
+        "code": humaneval_sft(10),
+    }
+    if planted:
+        eval_ids = set(humaneval_split_ids("eval"))
+        p = [x for x in humaneval_problems() if x["task_id"] in eval_ids][2]
+        dup = parts["lcm"].dataset[0]
+        rows = [
+            {
+                "id": "planted:leak",
+                "source": "planted",
+                "license": "MIT",
+                "task": "code",
+                "messages": [
+                    {"role": "user", "content": p["prompt"]},
+                    {"role": "assistant", "content": p["canonical_solution"]},
+                ],
+            },
+            dict(dup) | {"id": "planted:dup"},
+        ]
+        parts["planted"] = type(parts["lcm"])(
+            to_dataset("sft", rows), parts["lcm"].source, parts["lcm"].step | {"count_in": 2, "count_out": 2}
+        )
+    mix, step = build_mix({k: s.dataset for k, s in parts.items()}, "sft", 0, name="test_mix")
+    out = tmp_path / ("planted" if planted else "clean")
+    save_version(mix, out, "sft", [s.source for s in parts.values()], [s.step for s in parts.values()] + [step])
+    return out
+
+
+def small_mix(out: Path) -> Path:
+    """A small 10_data_sft_mix output (out/sft + out/rl versions), built with the stage's own functions."""
+    from nebula_utils.data.mixing import write_mixed_version
+    from nebula_utils.stages.data_sft_mix import rl_parts, sft_parts
+    from tests.conftest import build_stage_config
+
+    cfg = build_stage_config(
+        "10_data_sft_mix",
+        sft_math_tasks=["chain_sum"],
+        sft_math_per_task=3,
+        sft_code_n=2,
+        rl_math_tasks=["chain_sum"],
+        rl_math_per_task=3,
+        rl_ifeval_n=2,
+        rl_ifeval_max_instructions=1,
+        rl_code_n=2,
+        shared_data_dir="",
+        shared_per_source=0,
+    )
+    write_mixed_version(sft_parts(cfg, out / "quarantine"), "sft", out / "sft", 0, name="sft")
+    write_mixed_version(rl_parts(cfg), "rl", out / "rl", 0, name="rl")
+    return out
+
+
+def small_distill_version(out: Path, sft_version: Path) -> Path:
+    """Candidate groups (11_distill's output) from tiny-random on 4 prompts, written in process."""
+    from nebula_utils.data.distillation import distill, prompt_records
+    from nebula_utils.data.mixing import select_from_version
+    from nebula_utils.inference.generation import make_generator
+    from nebula_utils.stages.distill import write_distilled
+    from tests.conftest import build_stage_config
+
+    cfg = build_stage_config(
+        "11_distill", data=str(sft_version), teacher="tiny-random", max_prompts=4, k=2, max_new_tokens=16
+    )
+    ds, manifests, step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed)
+    teacher = make_generator(cfg.teacher, "transformers", "cpu", cfg.batch_size)
+    groups = distill(
+        teacher,
+        prompt_records(ds, manifests["version"]["schema"]),
+        cfg.sampling(cfg.k, logprobs=True),
+        cfg.include_original,
+        cfg.verifier_workers,
+    )
+    write_distilled(cfg, groups, manifests, [step], out, teacher, None)
+    return out
+
+
+def balanced_steps(path: Path) -> list[dict]:
+    """The processing steps of a data version, asserting each balances (in = out + filtered + quarantined)."""
+    from nebula_utils.data.versions import read_manifests
+
+    steps = read_manifests(path)["processing"]["steps"]
+    for s in steps:
+        assert s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"], s
+        assert s["count_in"] == s["count_out"] + sum(s["drop_reasons"].values()), s
+    return steps
