@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RUNTIME_KEYS, ConfigError, field_types, load_yaml, make_run_id, merge_layers
+from .config import RUNTIME_KEYS, ConfigError, build_config, field_types, load_yaml, make_run_id, merge_layers
 from .paths import NOTEBOOKS_DIR, PARAMS_DIR, repo_path
 from .paths import results_root as default_results_root
 from .stages import stage_config_class, stage_defaults
@@ -102,7 +102,8 @@ def build_step(
     layers = stage_defaults(notebook, params_dir)
     layers.append(({k: v for k, v in defaults.items() if k in known}, defaults_source))
     layers.append((raw.get("params") or {}, f"{where} ({step_name}).params"))
-    merged = merge_layers(cls, notebook, layers)
+    origins: dict[str, str] = {}
+    merged = merge_layers(cls, notebook, layers, origins)
     missing = [k for k in known if k not in merged and k not in {"run_dir", "run_id"}]
     if missing:
         raise ConfigError(f"{where}: stage {notebook} has no value for key(s) {', '.join(missing)}")
@@ -113,6 +114,9 @@ def build_step(
         if key not in RUNTIME_KEYS:
             science[key] = hashed
     run_id = make_run_id(notebook, science)
+    # Build the stage dataclass now, so every value check (its check()) fails at plan time, before
+    # any step runs, naming the file that set the bad key.
+    build_config(cls, notebook, params | {"run_dir": str(root / run_id), "run_id": run_id}, where, origins)
     return Step(step_name, notebook, params, science, run_id, root / run_id, upstream)
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .io import atomic_write_json
+from .io import atomic_write_json, read_json
 from .paths import REPO_ROOT
 from .pipeline import Pipeline, Step
-from .runs import is_complete
+from .runs import PROGRESS_FILE, follow_progress, is_complete, run_lock
 
 
 class StepFailed(RuntimeError):
@@ -34,26 +35,66 @@ def select_steps(pipeline: Pipeline, only: str | None = None, start: str | None 
     return list(pipeline.steps)
 
 
-def execute_step(step: Step, kernel_name: str = "python3") -> float:
-    """Run one notebook; its executed copy (partial on failure) is <run_dir>/notebook.ipynb."""
+def _clean_run_dir(step: Step) -> None:
+    """A run that is not complete is never resumed in place: stale metrics, a half-written model or
+    a previous failure's files would mix with the new run's. Its folder is moved aside and removed."""
+    if step.run_dir.exists():
+        trash = step.run_dir.with_name(f".{step.run_dir.name}.stale-{os.getpid()}")
+        os.replace(step.run_dir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _mark_failed(step: Step, message: str) -> None:
+    path = step.run_dir / "run.json"
+    info = read_json(path) if path.is_file() else {"run_id": step.run_id, "stage": step.notebook}
+    atomic_write_json(path, info | {"status": "failed", "error": message, "failed_at": time.time()})
+
+
+class _IPCKernelManager:
+    """Kernels talk to the runner over local IPC sockets: nothing listens on TCP, and the kernel's
+    'running over TCP without encryption' warning (one per step, nothing a user can act on) is gone."""
+
+    @staticmethod
+    def make():
+        from jupyter_client.manager import AsyncKernelManager
+
+        class IPCKernelManager(AsyncKernelManager):
+            transport = "ipc"
+
+        return IPCKernelManager
+
+
+def execute_step(step: Step, kernel_name: str = "python3", echo: Callable[[str], None] = print) -> float:
+    """Run one notebook from a clean run folder; its executed copy (partial on failure) is
+    <run_dir>/notebook.ipynb. Progress lines the stage writes (runs.report_progress) are echoed
+    while it runs; a failure marks run.json `failed` with the error and raises StepFailed."""
     import papermill as pm
 
-    step.run_dir.mkdir(parents=True, exist_ok=True)
+    _clean_run_dir(step)
+    step.run_dir.mkdir(parents=True)
     out = step.run_dir / "notebook.ipynb"
     started = time.perf_counter()
     try:
-        pm.execute_notebook(
-            str(step.notebook_path),
-            str(out),
-            parameters=step.injected(),
-            kernel_name=kernel_name,
-            cwd=str(REPO_ROOT),
-            progress_bar=False,
-            log_output=False,
-        )
+        with follow_progress(step.run_dir / PROGRESS_FILE, echo):
+            pm.execute_notebook(
+                str(step.notebook_path),
+                str(out),
+                parameters=step.injected(),
+                kernel_name=kernel_name,
+                cwd=str(REPO_ROOT),
+                progress_bar=False,
+                log_output=False,
+                kernel_manager_class=_IPCKernelManager.make(),
+            )
     except pm.PapermillExecutionError as exc:
-        raise StepFailed(step, f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}", out) from None
+        message = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+        _mark_failed(step, message)
+        raise StepFailed(step, message, out) from None
+    except BaseException as exc:  # a dead kernel, Ctrl-C: the run is not complete, say why
+        _mark_failed(step, f"{type(exc).__name__}: {exc}")
+        raise
     if not is_complete(step.run_dir, step.run_id):
+        _mark_failed(step, "the notebook ended without run.finish()")
         raise StepFailed(step, "the notebook ended without run.finish()", out)
     return time.perf_counter() - started
 
@@ -70,7 +111,7 @@ def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only
     out = target(step.injected())
     if missing_only and out.is_file():
         return out
-    from .report.compare import render_html
+    from .report.html import render_html
 
     render_html(step.run_dir / "notebook.ipynb", out)
     echo(f"    report written to {out}")
@@ -78,12 +119,14 @@ def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only
 
 
 def _run_one(step: Step, head: str, force: bool, echo: Callable[[str], None], t0: float) -> str:
-    if not force and is_complete(step.run_dir, step.run_id):
-        echo(f"{head}  skipped (complete results in {step.run_dir})")
-        render_reports(step, echo, missing_only=True)
-        return "skipped"
-    echo(f"{head}  running...")
-    took = execute_step(step)
+    # One `nebula run` at a time per run folder: a second one waits here, then finds it complete.
+    with run_lock(step.run_dir, on_wait=lambda: echo(f"{head}  waiting: another nebula run is computing it")):
+        if not force and is_complete(step.run_dir, step.run_id):
+            echo(f"{head}  skipped (complete results in {step.run_dir})")
+            render_reports(step, echo, missing_only=True)
+            return "skipped"
+        echo(f"{head}  running...")
+        took = execute_step(step, echo=lambda line: echo(f"    {line}"))
     echo(f"{head}  done in {_fmt(took)} (elapsed {_fmt(time.perf_counter() - t0)})")
     render_reports(step, echo)
     return "ran"

@@ -11,10 +11,13 @@ Layout of one run folder (`results/<pipeline>/<run_id>/`):
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,74 @@ from .io import atomic_write_json, atomic_write_yaml, read_json
 from .paths import repo_path, results_root
 
 METRICS_SCHEMA_VERSION = 1
+PROGRESS_FILE = "progress.log"  # a stage's progress lines, echoed live by the runner
+PROGRESS_ENV = "NEBULA_PROGRESS_FILE"
+
+
+def report_progress(message: str) -> None:
+    """One progress line (training step with loss and tokens/s, generation items done with ETA).
+
+    Under the runner it is appended to the run's progress.log, which the runner echoes to the
+    terminal while the notebook runs (papermill only shows a cell's output after the cell ends);
+    elsewhere (JupyterLab, plain papermill) it does nothing: the notebook shows its own outputs.
+    """
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(message.rstrip("\n") + "\n")
+
+
+@contextmanager
+def follow_progress(path: Path, echo: Callable[[str], None], interval: float = 0.5) -> Iterator[None]:
+    """While the block runs, echo each new line of `path` (and point the kernel at it through
+    NEBULA_PROGRESS_FILE; the kernel inherits the runner's environment)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    stop = threading.Event()
+
+    def tail() -> None:
+        with open(path, encoding="utf-8") as fh:
+            while True:
+                line = fh.readline()
+                if line:
+                    echo(line.rstrip("\n"))
+                elif stop.is_set():
+                    return
+                else:
+                    time.sleep(interval)
+
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = str(path)
+    thread = threading.Thread(target=tail, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = previous
+
+
+@contextmanager
+def run_lock(run_dir: Path, on_wait: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """An exclusive lock on one run folder (a sibling `.lock` file, so cleaning the folder keeps
+    it): a second `nebula run` computing the same step waits (after calling `on_wait`) instead of
+    computing it twice at once; the lock dies with its process."""
+    lock = run_dir.with_name(f".{run_dir.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def set_seed_everywhere(seed: int) -> None:
@@ -243,6 +314,8 @@ def start_run(stage: str, namespace: Mapping[str, Any]) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_yaml(run_dir / "config.yaml", config.to_dict() | {"run_id": run_id, "run_dir": str(run_dir)})
     run = Run(stage=stage, config=config, run_id=run_id, run_dir=run_dir)
+    # A run starts with no metrics: an earlier incomplete run's values must not survive into this one.
+    run.path("metrics.json").unlink(missing_ok=True)
     atomic_write_json(run_dir / "run.json", run._info("running"))
     set_threads(config.num_threads)
     set_seed_everywhere(config.seed)

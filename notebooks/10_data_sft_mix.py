@@ -60,7 +60,7 @@ import pandas as pd
 from nebula_utils.data import mixing
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import data_sft_mix as M
+from nebula_utils.stages import data_sft_mix as stage
 
 run = start_run("10_data_sft_mix", globals())
 cfg = run.config
@@ -73,7 +73,7 @@ print(run.run_id, run.run_dir)
 # `<run_dir>/quarantine/<source>.jsonl`.
 
 # %%
-sft_parts = M.sft_parts(cfg, run.path("quarantine"))
+sft_parts = stage.sft_parts(cfg, run.path("quarantine"))
 pd.DataFrame(
     [
         {"part": k, "rows": len(p.dataset), "in": p.step["count_in"], **p.step["drop_reasons"]}
@@ -89,29 +89,29 @@ pd.DataFrame(
 sft_info = mixing.write_mixed_version(sft_parts, "sft", run.path("sft"), cfg.seed, name="sft_base")
 sft_manifests = read_manifests(sft_info.path)
 print(sft_info.num_rows, "rows, content hash", sft_info.content_hash[:16])
-M.processing_table(sft_manifests)
+stage.processing_table(sft_manifests)
 
 # %% [markdown]
 # ## RL prompt pool
 
 # %%
-rl_parts = M.rl_parts(cfg)
+rl_parts = stage.rl_parts(cfg)
 rl_info = mixing.write_mixed_version(rl_parts, "rl", run.path("rl"), cfg.seed, name="rl_pool")
 rl_manifests = read_manifests(rl_info.path)
 print(rl_info.num_rows, "prompts, content hash", rl_info.content_hash[:16])
-M.processing_table(rl_manifests)
+stage.processing_table(rl_manifests)
 
 # %% [markdown]
 # ## What the mixes contain
 # Rows and median lengths (characters) per task and source.
 
 # %%
-sft_frame = M.row_lengths(load_version(sft_info.path))
-rl_frame = M.row_lengths(load_version(rl_info.path))
-M.mix_table(sft_frame)
+sft_frame = stage.row_lengths(load_version(sft_info.path))
+rl_frame = stage.row_lengths(load_version(rl_info.path))
+stage.mix_table(sft_frame)
 
 # %%
-M.mix_table(rl_frame)
+stage.mix_table(rl_frame)
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -132,7 +132,7 @@ fig.savefig(run.path("mix_distributions.png"), dpi=100)
 # Text-overlap decontamination against the benchmarks is a separate step.
 
 # %%
-M.isolation_table({"sft": sft_manifests, "rl": rl_manifests})
+stage.isolation_table({"sft": sft_manifests, "rl": rl_manifests})
 
 # %% [markdown]
 # ## One sample per task

@@ -70,7 +70,7 @@ from nebula_utils.data.distillation import distill, prompt_records
 from nebula_utils.data.mixing import select_from_version
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import distill as D
+from nebula_utils.stages import distill as stage
 
 run = start_run("11_distill", globals())
 cfg = run.config
@@ -91,8 +91,8 @@ pd.DataFrame(records)[["id", "task", "verifier"]].value_counts(["task", "verifie
 # Every attempt is listed with its verdict; the step's drop reasons count the rejected ones.
 
 # %%
-teacher, synth_model = D.make_generators(cfg)
-synth = D.synthesize(cfg, synth_model, records)
+teacher, synth_model = stage.make_generators(cfg)
+synth = stage.synthesize(cfg, synth_model, records)
 steps = [select_step] + ([synth.step] if synth else [])
 if synth:
     print(f"{cfg.synthesis}: {len(synth.records)} of {len(synth.attempts)} attempts kept", synth.step["drop_reasons"])
@@ -106,7 +106,7 @@ if synth:
 # %%
 prompts = records + (synth.records if synth else [])
 groups = distill(teacher, prompts, cfg.sampling(cfg.k, logprobs=True), cfg.include_original, cfg.verifier_workers)
-info = D.write_distilled(
+info = stage.write_distilled(
     cfg, groups, parent_manifests, steps, run.path("distill"), teacher, synth_model if synth else None
 )
 print(
@@ -133,7 +133,7 @@ pd.DataFrame(
 # scores, and whether it was ranked chosen or rejected.
 
 # %%
-frame = D.candidate_frame(load_version(info.path))
+frame = stage.candidate_frame(load_version(info.path))
 frame.head(12)
 
 # %%
@@ -156,7 +156,7 @@ print("preference:", first["chosen"], ">", first["rejected"], "·", first["prefe
 
 # %%
 run.finish(
-    metrics=D.summary_metrics(frame)
+    metrics=stage.summary_metrics(frame)
     | {
         "prompts": {"value": len(records)},
         "synthesized_prompts": {"value": len(synth.records) if synth else 0},

@@ -60,10 +60,10 @@ verifier_workers: int = 2
 # %%
 import pandas as pd
 
-from nebula_utils.data import crossverify as C
+from nebula_utils.data import crossverify
 from nebula_utils.data.versions import read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import filter as F
+from nebula_utils.stages import filter as stage
 
 run = start_run("12_filter", globals())
 cfg = run.config
@@ -73,9 +73,9 @@ print(run.run_id, run.run_dir)
 # ## Score every candidate on every dimension
 
 # %%
-groups = F.load_groups(cfg)
-result = C.cross_verify(groups, cfg.rules(), judge=F.make_judge(cfg))
-frame = C.dimension_frame(result)
+groups = stage.load_groups(cfg)
+result = crossverify.cross_verify(groups, cfg.rules(), judge=stage.make_judge(cfg))
+frame = crossverify.dimension_frame(result)
 print(f"{len(groups)} groups, {len(frame)} candidates")
 frame.head(12)
 
@@ -86,10 +86,10 @@ frame.head(12)
 # candidate lets it through unless its task requires it).
 
 # %%
-pd.DataFrame(C.funnel(result))
+pd.DataFrame(crossverify.funnel(result))
 
 # %%
-fig = F.plot_funnel_and_scores(result, run.path("filter_funnel.png"))
+fig = stage.plot_funnel_and_scores(result, run.path("filter_funnel.png"))
 
 # %% [markdown]
 # ## Why candidates and groups were dropped
@@ -99,7 +99,7 @@ reasons = frame.groupby(["task", "reason"]).size().rename("candidates").reset_in
 reasons
 
 # %%
-pd.Series(C.drop_counts(result), name="groups", dtype=int).sort_values(ascending=False).to_frame()
+pd.Series(crossverify.drop_counts(result), name="groups", dtype=int).sort_values(ascending=False).to_frame()
 
 # %% [markdown]
 # ## Outputs
@@ -107,7 +107,7 @@ pd.Series(C.drop_counts(result), name="groups", dtype=int).sort_values(ascending
 # candidate as chosen/rejected pairs. Both add one balanced step to the distill manifests.
 
 # %%
-infos = F.write_outputs(cfg, groups, result, run.run_dir)
+infos = stage.write_outputs(cfg, groups, result, run.run_dir)
 steps = {name: read_manifests(info.path)["processing"]["steps"][-1] for name, info in infos.items()}
 pd.DataFrame(
     [

@@ -56,7 +56,7 @@ from nebula_utils.data.mixing import select_from_version
 from nebula_utils.data.versions import read_manifests
 from nebula_utils.inference.generation import make_generator
 from nebula_utils.runs import start_run
-from nebula_utils.stages import difficulty as G
+from nebula_utils.stages import difficulty as stage
 
 run = start_run("13_difficulty", globals())
 cfg = run.config
@@ -87,10 +87,10 @@ pd.DataFrame(graded.samples).head(10)
 # ## Pass-rate distribution
 
 # %%
-G.bin_table(graded)
+stage.bin_table(graded)
 
 # %%
-fig = G.plot_pass_rates(graded, cfg, run.path("pass_rates.png"))
+fig = stage.plot_pass_rates(graded, cfg, run.path("pass_rates.png"))
 
 # %%
 labels = pd.DataFrame(graded.rows)
@@ -100,7 +100,7 @@ labels.groupby(["task", "difficulty"]).size().unstack(fill_value=0) if len(label
 # ## The RL pool
 
 # %%
-infos = G.write_versions(cfg, graded, select_step, policy, run.run_dir)
+infos = stage.write_versions(cfg, graded, select_step, policy, run.run_dir)
 pd.DataFrame(
     [
         {

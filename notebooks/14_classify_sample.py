@@ -58,7 +58,7 @@ import pandas as pd
 
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import classify_sample as C
+from nebula_utils.stages import classify_sample as stage
 from nebula_utils.stats import bootstrap_mean
 
 run = start_run("14_classify_sample", globals())
@@ -73,7 +73,7 @@ print(run.run_id, run.run_dir)
 # their inputs, so a rerun skips gathering and embedding the labelled prompts.
 
 # %%
-classified = C.classify_rows(cfg)
+classified = stage.classify_rows(cfg)
 accuracy = bootstrap_mean(classified.heldout["correct"], seed=cfg.seed)
 accuracy_emb = bootstrap_mean(classified.heldout["correct_embedding_only"], seed=cfg.seed)
 print("labelled prompts per source group:", classified.groups, "| from cache:", classified.from_cache)
@@ -111,7 +111,7 @@ rows["by"].value_counts().to_frame("rows")
 # ## Diversity-aware sample
 
 # %%
-sample = C.diversity_sample(cfg, classified)
+sample = stage.diversity_sample(cfg, classified)
 random_mean = np.array([r["mean"] for r in sample["random"]])
 random_max = np.array([r["max"] for r in sample["random"]])
 coverage = pd.DataFrame(
@@ -139,7 +139,7 @@ fig.savefig(run.path("classify_sample.png"), dpi=100)
 # ## The sampled data version
 
 # %%
-info = C.write_sampled(cfg, classified, sample, run.path("data"))
+info = stage.write_sampled(cfg, classified, sample, run.path("data"))
 manifests = read_manifests(info.path)
 print(info.num_rows, "rows, content hash", info.content_hash[:16])
 pd.DataFrame(manifests["processing"]["steps"])[["name", "count_in", "count_out", "filtered", "quarantined"]]

@@ -62,18 +62,18 @@ import pandas as pd
 
 from nebula_utils.data.versions import load_version, read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import decontam as C
+from nebula_utils.stages import decontam as stage
 
 run = start_run("15_decontam", globals())
 cfg = run.config
-ds = load_version(C.repo_path(cfg.data))
+ds = load_version(stage.repo_path(cfg.data))
 print(run.run_id, len(ds), "rows from", cfg.data)
 
 # %% [markdown]
 # ## Duplicates inside the corpus
 
 # %%
-dedup = C.dedup_rows(cfg, ds)
+dedup = stage.dedup_rows(cfg, ds)
 print(dedup.counts or "no duplicates")
 pd.DataFrame(
     [
@@ -88,12 +88,12 @@ pd.DataFrame(
 # them by method and by the side of the training row that matched.
 
 # %%
-decon = C.decontaminate(cfg, ds)
-hits = C.hits_frame(decon)
+decon = stage.decontaminate(cfg, ds)
+hits = stage.hits_frame(decon)
 hits
 
 # %%
-C.example_hits(ds, decon)
+stage.example_hits(ds, decon)
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 4))
@@ -109,7 +109,9 @@ fig.savefig(run.path("decontam.png"), dpi=100)
 # ## The decontaminated data version
 
 # %%
-info = C.write_decontaminated(cfg, ds, dedup, decon, run.path("data"), run.path("quarantine", "contaminated.jsonl"))
+info = stage.write_decontaminated(
+    cfg, ds, dedup, decon, run.path("data"), run.path("quarantine", "contaminated.jsonl")
+)
 manifests = read_manifests(info.path)
 step = manifests["processing"]["steps"][-1]
 print(info.num_rows, "rows, content hash", info.content_hash[:16])

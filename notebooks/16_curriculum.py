@@ -55,7 +55,7 @@ import pandas as pd
 
 from nebula_utils.data.versions import read_manifests
 from nebula_utils.runs import start_run
-from nebula_utils.stages import curriculum as C
+from nebula_utils.stages import curriculum as stage
 
 run = start_run("16_curriculum", globals())
 cfg = run.config
@@ -66,8 +66,8 @@ print(run.run_id, run.run_dir)
 # Rows per task in each mix; the base mix spreads over every task, the later ones narrow down.
 
 # %%
-mixes = C.build_curriculum(cfg, run.run_dir)
-counts = C.task_counts(mixes)
+mixes = stage.build_curriculum(cfg, run.run_dir)
+counts = stage.task_counts(mixes)
 counts
 
 # %%
@@ -98,7 +98,7 @@ pd.DataFrame(
 # Each mix against the one trained before it.
 
 # %%
-C.changelog_table(mixes)
+stage.changelog_table(mixes)
 
 # %% [markdown]
 # ## The RL pool
@@ -106,10 +106,10 @@ C.changelog_table(mixes)
 # `rl_difficulties`; prompts every sample solves or none does carry no GRPO signal.
 
 # %%
-rl_info = C.build_rl_pool(cfg, run.path("rl_pool")) if cfg.rl_data else None
+rl_info = stage.build_rl_pool(cfg, run.path("rl_pool")) if cfg.rl_data else None
 if rl_info is not None:
     display(read_manifests(rl_info.path)["processing"]["steps"][-2])
-    display(C.task_counts({"rl_pool": rl_info}))
+    display(stage.task_counts({"rl_pool": rl_info}))
 
 # %%
 metrics = {f"rows/{name}": {"value": info.num_rows, "n": info.num_rows} for name, info in mixes.items()}

@@ -57,8 +57,9 @@ bootstrap_resamples: int = 1000
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from nebula_utils.evaluate import evaluate, load_suite, plot_scores, results_table, select
+from nebula_utils.evaluate import evaluate, load_suite, select
 from nebula_utils.runs import start_run
+from nebula_utils.stages.eval import plot_scores, results_table
 
 run = start_run("60_eval", globals())
 cfg = run.config

@@ -116,7 +116,7 @@ def test_bad_ablation_files_fail_with_one_line_naming_file_and_key(tmp_path, doc
 def fake_execute(calls: list):
     """Stands in for papermill: records the step and writes what a finished notebook writes."""
 
-    def execute(step):
+    def execute(step, echo=None):
         calls.append(step.run_id)
         step.run_dir.mkdir(parents=True, exist_ok=True)
         (step.run_dir / "config.yaml").write_text(yaml.safe_dump(step.params | {"run_id": step.run_id}))

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,10 @@ def pipeline_file(tmp_path: Path, data: str, lr: float = 5e-3, name: str = "p.ya
         "defaults": {"model": "tiny-random", "device": "cpu"},
         "steps": [
             {"notebook": "00_environment", "params": {"models": ["tiny-random"]}},
-            {"notebook": "20_sft", "params": {"data": data, "max_steps": 2, "learning_rate": lr, "max_length": 48}},
+            {
+                "notebook": "20_sft",
+                "params": {"data": data, "max_steps": 2, "learning_rate": lr, "max_length": 48, "logging_steps": 1},
+            },
         ],
     }
     path = tmp_path / name
@@ -118,3 +122,75 @@ def test_extends_appends_steps_and_keeps_the_base_run_ids(tmp_path):
     loop.write_text(yaml.safe_dump({"extends": str(loop), "steps": []}))
     with pytest.raises(ConfigError, match="cycle"):
         load_pipeline(loop, tmp_path)
+
+
+def test_failed_step_is_marked_failed_and_a_rerun_starts_from_a_clean_folder(tmp_path, data, tiny_model_path):
+    missing = str(tmp_path / "later.jsonl")
+    pipeline = load_pipeline(pipeline_file(tmp_path, missing), tmp_path / "r")
+    sft = pipeline.steps[1]
+    with pytest.raises(StepFailed):
+        run_pipeline(pipeline, echo=lambda s: None)
+    info = json.loads((sft.run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and "FileNotFoundError" in info["error"]
+    # plant a stale metric and a stray file as a crashed run would leave them, then rerun
+    (sft.run_dir / "metrics.json").write_text(json.dumps({"metrics": {"planted/stale": {"value": 1}}}))
+    (sft.run_dir / "stray.bin").write_bytes(b"x")
+    Path(missing).write_text(Path(data).read_text())
+    assert run_pipeline(pipeline, echo=lambda s: None)["20_sft"] == "ran"
+    metrics = json.loads((sft.run_dir / "metrics.json").read_text())["metrics"]
+    assert "planted/stale" not in metrics and "train/loss_last" in metrics
+    assert not (sft.run_dir / "stray.bin").exists()
+
+
+def test_a_second_concurrent_run_waits_for_the_step_then_skips_it(tmp_path, data, tiny_model_path):
+    """Two `nebula run` of one pipeline into one results folder: the step is computed once."""
+    path = pipeline_file(tmp_path, data)
+    cmd = [sys.executable, "-m", "nebula_utils.cli", "run", str(path), "--results", str(tmp_path / "r")]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    sft_dir = load_pipeline(path, tmp_path / "r").steps[1].run_dir
+    lock = sft_dir.with_name(f".{sft_dir.name}.lock")
+    deadline = time.time() + 120
+    while not (sft_dir / "notebook.ipynb").exists() and time.time() < deadline:  # first is inside 20_sft
+        time.sleep(0.2)
+    assert lock.exists()
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    out_first, _ = first.communicate(timeout=300)
+    assert first.returncode == 0 and second.returncode == 0, out_first + second.stdout + second.stderr
+    assert "waiting: another nebula run is computing it" in second.stdout
+    assert "20_sft" in second.stdout and "skipped (complete results" in second.stdout.split("20_sft", 1)[1]
+    assert out_first.count("20_sft") >= 1 and "running..." in out_first
+
+
+def test_training_progress_is_streamed_to_the_terminal(tmp_path, data, tiny_model_path):
+    log: list[str] = []
+    run_pipeline(load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"), echo=log.append)
+    steps = [line for line in log if "sft step" in line]
+    assert steps and "loss" in steps[-1] and "ETA" in steps[-1], log
+
+
+@pytest.mark.parametrize(
+    "step,key,value",
+    [
+        ("11_distill", "k", 1),
+        ("11_distill", "synthesis", "magpi"),
+        ("60_eval_base", "limit", -1),
+        ("20_sft", "max_steps", -5),
+        ("14_classify_sample", "target_fraction", 1.5),
+    ],
+)
+def test_plan_validates_every_step_before_running_anything(tmp_path, step, key, value):
+    doc = yaml.safe_load((REPO / "params" / "pipelines" / "smoke.yaml").read_text())
+    for raw in doc["steps"]:
+        if raw.get("name", raw["notebook"]) == step:
+            raw.setdefault("params", {})[key] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run(
+        [sys.executable, "-m", "nebula_utils.cli", "run", str(bad), "--plan", "--results", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and not (tmp_path / "r").exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert "bad.yaml" in line and f"({step}).params: key '{key}'" in line

@@ -34,8 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .schema import canonical_json, message_problems
-
 GATES = ("format", "verifier", "agreement", "heuristics", "judge")
 # langdetect guesses wildly on a few words; below 40 letters of prose the language is not judged.
 LANGUAGE_MIN_LETTERS = 40
@@ -106,6 +104,8 @@ def _wants_json(verifier: str | None, reference: Mapping[str, Any] | None) -> bo
 def format_gate(
     prompt: Any, text: str, finish_reason: str, task: str, verifier: str | None, reference: Mapping[str, Any] | None
 ) -> Dim:
+    from .schema import message_problems  # schema imports datasets; FilterRules must stay light
+
     if message_problems(prompt, final_role="user"):
         return Dim(0.0, False, "bad_roles")
     if not text.strip():
@@ -448,6 +448,8 @@ def sft_rows(rows: Sequence[Mapping[str, Any]], result: CrossVerified) -> list[d
 
 def preference_rows(rows: Sequence[Mapping[str, Any]], result: CrossVerified) -> tuple[list[dict[str, Any]], Counter]:
     """Groups with a kept and a dropped candidate as pairs (chosen = best kept, rejected = lowest-ranked dropped)."""
+    from .schema import canonical_json
+
     by_group: dict[str, list[dict]] = {}
     for c in result.candidates:
         by_group.setdefault(c["group"], []).append(c)

@@ -81,6 +81,7 @@ def _type_label(tp: Any) -> str:
 
 
 def summary(stage: str) -> str:
-    """The first line of the stage module's docstring."""
-    doc = importlib.import_module(module_name(stage)).__doc__ or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first sentence of the stage module's docstring, without its "Stage NN_x:" prefix."""
+    doc = " ".join((importlib.import_module(module_name(stage)).__doc__ or "").split())
+    doc = re.sub(r"^Stage \S+:\s*", "", doc)
+    return doc.split(". ")[0].rstrip(".")

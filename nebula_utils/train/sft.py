@@ -53,6 +53,7 @@ def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     from trl import SFTTrainer
 
     from ..inference.models import load_tokenizer, resolve_model_path
+    from .progress import ProgressCallback
 
     run_dir = Path(run_dir)
     tokenizer = load_tokenizer(cfg.model)
@@ -64,6 +65,7 @@ def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=cfg.lora_config(),
+        callbacks=[ProgressCallback("sft")],
     )
     target_tokens = count_target_tokens(trainer)
     result = trainer.train()

@@ -10,6 +10,7 @@ from nebula_utils.config import ConfigError
 from nebula_utils.data.decontam import BenchmarkItems, BenchmarkSpec, DecontamIndex, load_benchmarks, load_registry
 from nebula_utils.data.dedup import deduplicate
 from nebula_utils.data.textsig import MinHasher, ngram_hashes, text_ngrams, text_shingles, token_spans, tokenize
+from nebula_utils.paths import QUARANTINE_REGISTRY
 
 WORDS = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa "
@@ -92,7 +93,7 @@ def test_planted_benchmark_items_are_caught_and_clean_rows_are_not():
 
 
 def test_planted_gsm8k_test_items_are_caught(shared_data):
-    (bench,), _ = load_benchmarks([s for s in load_registry() if s.name == "gsm8k"], shared_data)
+    (bench,), _ = load_benchmarks([s for s in load_registry(QUARANTINE_REGISTRY) if s.name == "gsm8k"], shared_data)
     index = DecontamIndex().build([bench])
     q, a = bench.prompts[7], bench.answers[11]
     hits = index.check_rows(
@@ -210,7 +211,7 @@ def test_registry_errors_name_the_key_and_absent_files_are_skipped(tmp_path):
     bad.write_text("benchmarks:\n  - {name: x, suite: s, part: p, source: shared, path_or_task: a.jsonl}\n")
     with pytest.raises(ConfigError, match=r"q.yaml: benchmarks\[0\]: missing key 'fields'"):
         load_registry(bad)
-    specs = load_registry()
+    specs = load_registry(QUARANTINE_REGISTRY)
     loaded, skipped = load_benchmarks(specs, tmp_path / "nothing-here")
     assert {b.spec.name for b in loaded} >= {"humaneval", "rg_chain_sum"}
     assert {s["name"] for s in skipped} == {s.name for s in specs if s.source == "shared"}

