@@ -123,7 +123,7 @@ def decode_json_line(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except JsonLineError:
         raise
     except json.JSONDecodeError as exc:
-        raise JsonLineError(f"invalid_json:{exc.msg} at column {exc.colno}") from None
+        raise JsonLineError(f"invalid_json:{exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise JsonLineError("too_deep:containers nested deeper than the JSON parser can follow") from None
     problem = json_depth_problem(value, max_depth)

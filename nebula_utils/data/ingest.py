@@ -23,7 +23,7 @@ count_in = kept + filtered + quarantined always holds (ingest filters nothing: f
 Reason codes (`code:detail`):
   reading     non_utf8 (bad byte and offset), invalid_json (message, column), too_deep (nesting past
               64 levels, which Python's recursive parsers cannot follow safely), bad_number (an
-              integer past Python's 4300-digit int string limit), oversized, bad_csv
+              integer past Python's 4300-digit int string limit), oversized
   mapping     not_an_object, missing_field, bad_field, bad_turn_order, bad_json_field
   schema      bad_role, empty_turn, bad_messages, bad_task, bad_verifier, bad_reference, bad_index,
               bad_candidates (see schema.row_problems), duplicate_id
@@ -162,6 +162,11 @@ def _printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _show_bytes(text: str) -> str:
+    """Undecodable bytes (kept by surrogateescape as U+DC80..U+DCFF) written as \\xNN, as in a jsonl raw."""
+    return _ESCAPED_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
@@ -207,14 +212,14 @@ def _shape_problem(record: Any, escaped_bytes: bool = False) -> str | None:
     return None
 
 
-def _shown(record: Any) -> str:
+def _shown(record: Any, escaped_bytes: bool = False) -> str:
     """A record's text for the quarantine and the size check (JSON where it can be written)."""
+    text = None
     if _shape_problem(record) is None:
-        try:
-            return _printable(json.dumps(record, ensure_ascii=False, default=str))
-        except (TypeError, ValueError):  # e.g. a dict mixing str and None keys cannot be dumped
-            pass
-    return _printable(_REPR.repr(record))
+        with contextlib.suppress(TypeError, ValueError):  # e.g. a dict mixing str and None keys
+            text = json.dumps(record, ensure_ascii=False, default=str)
+    text = _REPR.repr(record) if text is None else text
+    return _printable(_show_bytes(text) if escaped_bytes else text)
 
 
 Records = Iterator[tuple[int, Any, str]]  # (line, record or _Bad, the record's text)
@@ -262,37 +267,44 @@ def _iter_json(path: Path) -> Records:
         ) from None
     if not isinstance(records, list):
         raise IngestError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
+    yield from _checked(records, escaped)
+
+
+def _checked(records: Iterable[Any], escaped_bytes: bool = False) -> Records:
+    """Number already parsed records from 1 and refuse the too deep, over-long integers, escaped bytes."""
     for index, record in enumerate(records, start=1):
-        problem = _shape_problem(record, escaped)
-        yield index, _Bad(problem) if problem else record, _shown(record)
+        problem = _shape_problem(record, escaped_bytes)
+        yield index, _Bad(problem) if problem else record, _shown(record, escaped_bytes)
+
+
+# csv refuses a field over 131072 characters by default (a csv.Error that ends the reader). Lifted to
+# 2**31 - 1 (the most a 32-bit C long holds) while reading, a long field is judged by max_row_chars.
+_CSV_FIELD_LIMIT = 2**31 - 1
 
 
 @contextlib.contextmanager
-def _csv_field_limit(limit: int) -> Iterator[None]:
-    """Raise csv's per-field limit (131072 by default) so a long field is judged by max_row_chars."""
+def _csv_field_limit() -> Iterator[None]:
     old = csv.field_size_limit()
-    csv.field_size_limit(max(old, limit))
+    csv.field_size_limit(max(old, _CSV_FIELD_LIMIT))
     try:
         yield
     finally:
         csv.field_size_limit(old)
 
 
-def _iter_csv(path: Path, max_row_chars: int) -> Records:
+def _iter_csv(path: Path) -> Records:
     # surrogateescape keeps undecodable bytes as lone surrogates so that the bad row, not the
     # whole file, is rejected; utf-8-sig drops a BOM that would otherwise rename the first column.
     with (
         open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh,
-        _csv_field_limit(max_row_chars + 1),
+        _csv_field_limit(),
     ):
         reader = csv.DictReader(fh)
         try:
             for record in reader:
                 shown = json.dumps(record, ensure_ascii=False, default=str)
                 if _ESCAPED_BYTE.search(shown):
-                    # show the undecodable bytes as \xNN, as in a jsonl quarantine
-                    shown = shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                    yield reader.line_num, _Bad("non_utf8"), shown
+                    yield reader.line_num, _Bad("non_utf8"), _show_bytes(shown)
                 else:
                     yield reader.line_num, record, shown
         except csv.Error as exc:
@@ -307,8 +319,11 @@ def _iter_parquet(path: Path) -> Records:
         table = pq.read_table(path)
     except pa.ArrowException as exc:
         raise IngestError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    for index, record in enumerate(table.to_pylist(), start=1):
-        yield index, record, _shown(record)
+    try:
+        records = table.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path}: Parquet values cannot be read ({_first_line(exc)})") from None
+    yield from _checked(records)
 
 
 def _iter_hub(dataset_id: str, split: str, revision: str | None, config: str | None) -> Records:
@@ -321,20 +336,20 @@ def _iter_hub(dataset_id: str, split: str, revision: str | None, config: str | N
             f"cannot load Hub dataset '{dataset_id}' (split {split}): {type(exc).__name__}: {exc}. "
             "Offline, pass a local .jsonl/.json/.parquet/.csv file instead."
         ) from None
-    for index, record in enumerate(ds, start=1):
-        yield index, record, _shown(record)
+    yield from _checked(ds)
 
 
-def _records(path: str, split: str, revision: str | None, config: str | None, max_row_chars: int) -> Records:
+def _records(path: str, split: str, revision: str | None, config: str | None) -> Records:
     p = Path(path).expanduser()
     if p.is_dir():
         raise IngestError(f"{path}: is a directory, not a data file")
     if p.is_file():
         name = p.name.lower()
+        _refuse_misnamed(p, name)
         if name.endswith((".jsonl", ".jsonl.gz")):
             return _guarded(p, _iter_jsonl(p))
         if name.endswith(".csv"):
-            return _guarded(p, _iter_csv(p, max_row_chars))
+            return _guarded(p, _iter_csv(p))
         readers = {".json": _iter_json, ".parquet": _iter_parquet}
         if p.suffix.lower() not in readers:
             raise IngestError(f"{p}: unsupported file type (use .jsonl, .jsonl.gz, .json, .parquet or .csv)")
@@ -342,6 +357,22 @@ def _records(path: str, split: str, revision: str | None, config: str | None, ma
     if p.exists() or path.lower().endswith(_FILE_SUFFIXES) or not _HUB_ID.match(path):
         raise IngestError(f"{path}: no such file (and not a Hub dataset id)")
     return _iter_hub(path, split, revision, config)
+
+
+# Leading bytes of binary formats a text file (.jsonl, .json, .csv) must not hold: read as text, each
+# line would be quarantined as non_utf8, which hides the real mistake (the file's name).
+_MAGIC = {b"\x1f\x8b": ("gzip-compressed", ".jsonl.gz"), b"PAR1": ("Parquet", ".parquet")}
+
+
+def _refuse_misnamed(path: Path, name: str) -> None:
+    if name.endswith((".gz", ".parquet")):
+        return
+    with contextlib.suppress(OSError):  # unreadable: reported by the reader with its line
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        for magic, (kind, suffix) in _MAGIC.items():
+            if head.startswith(magic):
+                raise IngestError(f"{path}: holds {kind} data, not text; name it *{suffix}")
 
 
 def detect_format(record: Mapping[str, Any]) -> str | None:
@@ -382,8 +413,11 @@ def _turns(turns: Any, key: str) -> list[dict[str, str]]:
             out.append({"role": SHAREGPT_ROLES.get(role, role), "content": turn.get("value")})
         else:
             out.append({"role": turn.get("role"), "content": turn.get("content")})
-        if not isinstance(out[-1]["content"], str):
+        content = out[-1]["content"]
+        if content is None:
             raise _Bad(f"missing_field:{key} turn content")
+        if not isinstance(content, str):
+            raise _Bad(f"bad_field:{key} turn content must be a string, got {type(content).__name__}")
     return out
 
 
@@ -561,7 +595,7 @@ def ingest_file(
     as oversized, `split`/`revision`/`config` apply to Hub ids only. Raises IngestError (one line,
     naming the file) only for whole-file problems; see the module docstring.
     """
-    records: Iterable[tuple[int, Any, str]] = _records(str(path), split, revision, config, max_row_chars)
+    records: Iterable[tuple[int, Any, str]] = _records(str(path), split, revision, config)
     if limit is not None:
         records = (r for _, r in zip(range(limit), records))
     records = [(line, _rename(rec, column_map), shown) for line, rec, shown in records]
@@ -606,9 +640,6 @@ def _convert(
         raise record
     if len(shown) > max_row_chars:
         raise _Bad(f"oversized:{len(shown)} chars > {max_row_chars}")
-    problem = _shape_problem(record)
-    if problem:
-        raise _Bad(problem)
     return convert_record(record, fmt, schema, defaults)
 
 
