@@ -16,29 +16,57 @@ Files: .jsonl/.jsonl.gz (a record per line; `line` is the physical line), .json 
 1-based row for parquet). Anything else that is not a file but looks like `owner/name` goes
 through `datasets.load_dataset` (the Hub path kept for users; offline it raises IngestError).
 
-A row that is not valid JSON, not UTF-8, oversized, lacks a field, has an unknown role, an empty
-turn or a bad turn order goes to the quarantine jsonl as {file, line, reason, raw}; the report
-counts it, and count_in = kept + quarantined always holds.
+No single row can fail an ingest. Each malformed row goes to the quarantine jsonl as
+{file, line, reason, raw} (`raw` is the row's text, at most 2000 characters, undecodable bytes and
+lone surrogates shown as backslash escapes); the report counts it by reason code, and
+count_in = kept + filtered + quarantined always holds (ingest filters nothing: filtered is 0).
+Reason codes (`code:detail`):
+  reading     non_utf8 (bad byte and offset), invalid_json (message, column), too_deep (nesting past
+              64 levels, which Python's recursive parsers cannot follow safely), bad_number (an
+              integer past Python's 4300-digit int string limit), oversized
+  mapping     not_an_object, missing_field, bad_field, bad_turn_order, bad_json_field
+  schema      bad_role, empty_turn, bad_messages, bad_task, bad_verifier, bad_reference, bad_index,
+              bad_candidates (see schema.row_problems), duplicate_id
+  storing     lone_surrogate (a string UTF-8 cannot encode, found where Arrow refuses it, by the
+              conversion to_dataset uses; the row is quarantined, never repaired), unencodable
+  otherwise   unexpected_error: a converter raised; the row is quarantined with the exception so
+              that the ingest completes, and the fuzz test fails on it (it is a bug to fix)
+A leading UTF-8 BOM is dropped (jsonl, json, csv). Blank jsonl lines are not records.
+
+Whole-file problems raise IngestError with one line naming the file: no such file, a directory,
+an unsupported suffix, unreadable bytes (permissions, a broken .gz, a file that is not Parquet),
+a .json that is not one valid JSON array (it is parsed whole: use .jsonl to quarantine row by row),
+an unknown or undetectable format. The quarantine file is written (atomically) only once the
+dataset is built, so a failed ingest leaves no new quarantine file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import gzip
 import hashlib
 import json
 import re
+import reprlib
+import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
-from ..io import atomic_write_jsonl
+from ..io import (
+    MAX_JSON_DEPTH,
+    JsonLineError,
+    atomic_write_jsonl,
+    decode_json_line,
+    int_limit_reason,
+    iter_raw_lines,
+)
 from .manifests import processing_step, source_entry
-from .schema import FEATURES, normalize_row, row_problems, to_dataset
+from .schema import FEATURES, normalize_row, row_problems, to_dataset_with_rejects
 
 FORMAT_SCHEMA = {
     "alpaca": "sft",
@@ -66,8 +94,14 @@ ROW_METADATA = (
     "pass_rate",
     "parents",
 )
+MAX_REASON_CHARS = 300
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _FILE_SUFFIXES = (".jsonl", ".json", ".gz", ".parquet", ".csv")
+# Bytes that were not UTF-8, as decoded with errors="surrogateescape" (csv, and .json files that fail
+# a strict decode).
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_REPR = reprlib.Repr()  # bounded repr for reasons (keyword arguments only from Python 3.12)
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 4, 200, 200
 
 
 class IngestError(ValueError):
@@ -123,66 +157,176 @@ def _reason_code(reason: str) -> str:
     return reason.split(":", 1)[0]
 
 
-def _decode_line(raw: bytes) -> Any:
+def _printable(text: str) -> str:
+    """`text` as valid UTF-8: lone surrogates (and escaped bytes) become visible backslash escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _show_bytes(text: str) -> str:
+    """Undecodable bytes (kept by surrogateescape as U+DC80..U+DCFF) written as \\xNN, as in a jsonl raw."""
+    return _ESCAPED_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+class _BigInt:
+    """An integer literal of a .json array longer than Python converts; its row is quarantined."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __str__(self) -> str:
+        return self.digits[:40] + f"...({len(self.digits)} digits)"
+
+
+def _int_or_marker(digits: str) -> int | _BigInt:
     try:
-        text = raw.decode("utf-8")
+        return int(digits)
+    except ValueError:  # longer than sys.get_int_max_str_digits(): refuse this row, not the file
+        return _BigInt(digits)
+
+
+def _shape_problem(record: Any, escaped_bytes: bool = False) -> str | None:
+    """too_deep / bad_number / non_utf8 for a parsed record, found without recursion."""
+    stack = [(record, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, _BigInt):
+            return int_limit_reason(node.digits)
+        if isinstance(node, str):
+            if escaped_bytes and _ESCAPED_BYTE.search(node):
+                return "non_utf8:the record holds bytes that are not UTF-8"
+            continue
+        if isinstance(node, Mapping):
+            children = [*node.keys(), *node.values()]
+        elif isinstance(node, (list, tuple)):
+            children = node
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return f"too_deep:containers nested deeper than {MAX_JSON_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _shown(record: Any, escaped_bytes: bool = False) -> str:
+    """A record's text for the quarantine and the size check (JSON where it can be written)."""
+    text = None
+    if _shape_problem(record) is None:
+        with contextlib.suppress(TypeError, ValueError):  # e.g. a dict mixing str and None keys
+            text = json.dumps(record, ensure_ascii=False, default=str)
+    text = _REPR.repr(record) if text is None else text
+    return _printable(_show_bytes(text) if escaped_bytes else text)
+
+
+Records = Iterator[tuple[int, Any, str]]  # (line, record or _Bad, the record's text)
+
+
+def _guarded(path: Path, records: Records) -> Records:
+    """Turn an I/O failure while reading into one IngestError naming the file and the last line read."""
+    line = 0
+    try:
+        for item in records:
+            line = item[0]
+            yield item
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        where = f"after line {line}" if line else "from the start"
+        raise IngestError(f"{path}: cannot read {where} ({_first_line(exc)})") from None
+
+
+def _iter_jsonl(path: Path) -> Records:
+    for lineno, raw in iter_raw_lines(path):
+        shown = raw.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+        try:
+            yield lineno, decode_json_line(raw), shown
+        except JsonLineError as exc:
+            yield lineno, _Bad(str(exc)), shown
+
+
+def _iter_json(path: Path) -> Records:
+    data = path.read_bytes()
+    try:
+        text, escaped = data.decode("utf-8-sig"), False
     except UnicodeDecodeError:
-        raise _Bad("non_utf8") from None
+        # Undecodable bytes inside strings only spoil their records (quarantined as non_utf8).
+        text, escaped = data.decode("utf-8-sig", "surrogateescape"), True
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Bad(f"invalid_json:{exc.msg}") from None
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, str]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            shown = raw.decode("utf-8", errors="replace").rstrip("\n")
-            try:
-                yield lineno, _decode_line(raw), shown
-            except _Bad as bad:
-                yield lineno, bad, shown
-
-
-def _iter_json(path: Path) -> Iterator[tuple[int, Any, str]]:
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path}: byte {exc.start} is not UTF-8; a .json array cannot be read row by row") from None
+        records = json.loads(text, parse_int=_int_or_marker)
     except json.JSONDecodeError as exc:
         raise IngestError(
-            f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); use .jsonl to quarantine bad rows"
+            f"{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno}); "
+            "a .json array is parsed whole: use .jsonl to quarantine bad rows"
         ) from None
-    if not isinstance(data, list):
-        raise IngestError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-    for index, record in enumerate(data, start=1):
-        yield index, record, json.dumps(record, ensure_ascii=False)
+    except RecursionError:
+        raise IngestError(
+            f"{path}: JSON nested deeper than the parser can follow; "
+            "a .json array is parsed whole: use .jsonl to quarantine such rows"
+        ) from None
+    if not isinstance(records, list):
+        raise IngestError(f"{path}: expected a JSON array of records, got {type(records).__name__}")
+    yield from _checked(records, escaped)
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, Any, str]]:
+def _checked(records: Iterable[Any], escaped_bytes: bool = False) -> Records:
+    """Number already parsed records from 1 and refuse the too deep, over-long integers, escaped bytes."""
+    for index, record in enumerate(records, start=1):
+        problem = _shape_problem(record, escaped_bytes)
+        yield index, _Bad(problem) if problem else record, _shown(record, escaped_bytes)
+
+
+# csv refuses a field over 131072 characters by default (a csv.Error that ends the reader). Lifted to
+# 2**31 - 1 (the most a 32-bit C long holds) while reading, a long field is judged by max_row_chars.
+_CSV_FIELD_LIMIT = 2**31 - 1
+
+
+@contextlib.contextmanager
+def _csv_field_limit() -> Iterator[None]:
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, _CSV_FIELD_LIMIT))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _iter_csv(path: Path) -> Records:
     # surrogateescape keeps undecodable bytes as lone surrogates so that the bad row, not the
-    # whole file, is rejected.
-    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+    # whole file, is rejected; utf-8-sig drops a BOM that would otherwise rename the first column.
+    with (
+        open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh,
+        _csv_field_limit(),
+    ):
         reader = csv.DictReader(fh)
-        for record in reader:
-            shown = json.dumps(record, ensure_ascii=False, default=str)
-            if any(re.search(r"[\udc80-\udcff]", str(v)) for v in record.values()):
-                yield reader.line_num, _Bad("non_utf8"), shown.encode("utf-8", "replace").decode("utf-8")
-            else:
-                yield reader.line_num, record, shown
+        try:
+            for record in reader:
+                shown = json.dumps(record, ensure_ascii=False, default=str)
+                if _ESCAPED_BYTE.search(shown):
+                    yield reader.line_num, _Bad("non_utf8"), _show_bytes(shown)
+                else:
+                    yield reader.line_num, record, shown
+        except csv.Error as exc:
+            raise IngestError(f"{path}:{reader.line_num}: cannot parse as CSV ({exc})") from None
 
 
-def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, str]]:
+def _iter_parquet(path: Path) -> Records:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for index, record in enumerate(pq.read_table(path).to_pylist(), start=1):
-        yield index, record, json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        table = pq.read_table(path)
+    except pa.ArrowException as exc:
+        raise IngestError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
+    try:
+        records = table.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path}: Parquet values cannot be read ({_first_line(exc)})") from None
+    yield from _checked(records)
 
 
-def _iter_hub(dataset_id: str, split: str, revision: str | None, config: str | None) -> Iterator[tuple[int, Any, str]]:
+def _iter_hub(dataset_id: str, split: str, revision: str | None, config: str | None) -> Records:
     import datasets
 
     try:
@@ -192,23 +336,43 @@ def _iter_hub(dataset_id: str, split: str, revision: str | None, config: str | N
             f"cannot load Hub dataset '{dataset_id}' (split {split}): {type(exc).__name__}: {exc}. "
             "Offline, pass a local .jsonl/.json/.parquet/.csv file instead."
         ) from None
-    for index, record in enumerate(ds, start=1):
-        yield index, record, json.dumps(record, ensure_ascii=False, default=str)
+    yield from _checked(ds)
 
 
-def _records(path: str, split: str, revision: str | None, config: str | None) -> Iterator[tuple[int, Any, str]]:
+def _records(path: str, split: str, revision: str | None, config: str | None) -> Records:
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise IngestError(f"{path}: is a directory, not a data file")
     if p.is_file():
         name = p.name.lower()
+        _refuse_misnamed(p, name)
         if name.endswith((".jsonl", ".jsonl.gz")):
-            return _iter_jsonl(p)
-        readers = {".json": _iter_json, ".csv": _iter_csv, ".parquet": _iter_parquet}
+            return _guarded(p, _iter_jsonl(p))
+        if name.endswith(".csv"):
+            return _guarded(p, _iter_csv(p))
+        readers = {".json": _iter_json, ".parquet": _iter_parquet}
         if p.suffix.lower() not in readers:
             raise IngestError(f"{p}: unsupported file type (use .jsonl, .jsonl.gz, .json, .parquet or .csv)")
-        return readers[p.suffix.lower()](p)
+        return _guarded(p, readers[p.suffix.lower()](p))
     if p.exists() or path.lower().endswith(_FILE_SUFFIXES) or not _HUB_ID.match(path):
         raise IngestError(f"{path}: no such file (and not a Hub dataset id)")
     return _iter_hub(path, split, revision, config)
+
+
+# Leading bytes of binary formats a text file (.jsonl, .json, .csv) must not hold: read as text, each
+# line would be quarantined as non_utf8, which hides the real mistake (the file's name).
+_MAGIC = {b"\x1f\x8b": ("gzip-compressed", ".jsonl.gz"), b"PAR1": ("Parquet", ".parquet")}
+
+
+def _refuse_misnamed(path: Path, name: str) -> None:
+    if name.endswith((".gz", ".parquet")):
+        return
+    with contextlib.suppress(OSError):  # unreadable: reported by the reader with its line
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        for magic, (kind, suffix) in _MAGIC.items():
+            if head.startswith(magic):
+                raise IngestError(f"{path}: holds {kind} data, not text; name it *{suffix}")
 
 
 def detect_format(record: Mapping[str, Any]) -> str | None:
@@ -244,11 +408,16 @@ def _turns(turns: Any, key: str) -> list[dict[str, str]]:
             raise _Bad(f"bad_field:{key} turn is not an object")
         if "from" in turn:
             role = turn["from"]
+            if not isinstance(role, str):
+                raise _Bad(f"bad_role:{key} turn's 'from' must be a string")
             out.append({"role": SHAREGPT_ROLES.get(role, role), "content": turn.get("value")})
         else:
             out.append({"role": turn.get("role"), "content": turn.get("content")})
-        if not isinstance(out[-1]["content"], str):
+        content = out[-1]["content"]
+        if content is None:
             raise _Bad(f"missing_field:{key} turn content")
+        if not isinstance(content, str):
+            raise _Bad(f"bad_field:{key} turn content must be a string, got {type(content).__name__}")
     return out
 
 
@@ -263,7 +432,10 @@ def _from_alpaca(r: Mapping[str, Any]) -> dict:
         f"{instruction}\n\n{r['input']}" if isinstance(r.get("input"), str) and r["input"].strip() else instruction
     )
     history = []
-    for pair in r.get("history") or []:
+    history_pairs = r.get("history") or []
+    if not isinstance(history_pairs, list):
+        raise _Bad("bad_field:history must be a list of [user, assistant] pairs")
+    for pair in history_pairs:
         if not (isinstance(pair, list) and len(pair) == 2):
             raise _Bad("bad_field:history must be [user, assistant] pairs")
         history += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
@@ -312,7 +484,7 @@ def _pair(r: Mapping[str, Any], prompt: list[dict]) -> dict:
 
 
 def _from_preference(r: Mapping[str, Any]) -> dict:
-    return _pair(r, _prompt_turns(r["prompt"]))
+    return _pair(r, _prompt_turns(r.get("prompt")))
 
 
 def _from_sharegpt_preference(r: Mapping[str, Any]) -> dict:
@@ -341,8 +513,8 @@ def _from_rl(r: Mapping[str, Any]) -> dict:
     if isinstance(reference, str):
         try:
             reference = json.loads(reference)
-        except json.JSONDecodeError:
-            raise _Bad("bad_json_field:reference") from None
+        except (ValueError, RecursionError):  # invalid JSON, an over-long integer, too deep
+            raise _Bad("bad_json_field:reference is not valid JSON") from None
     return {
         "prompt": prompt,
         "messages": r.get("messages") or [{"role": "user", "content": prompt}],
@@ -385,7 +557,21 @@ def _resolve_format(fmt: str, records: list[tuple[int, Any, str]], path: str) ->
     for _, record, _ in records:
         if isinstance(record, Mapping) and (found := detect_format(record)):
             return found
-    raise IngestError(f"{path}: cannot detect the format from the record keys; pass fmt= ({', '.join(FORMAT_SCHEMA)})")
+    if not records:
+        seen = "the file holds no records"
+    else:
+        line, record, _ = records[0]
+        first = record.args[0] if isinstance(record, _Bad) else f"keys {_short(sorted(map(str, record)))}"
+        first = first if isinstance(record, (_Bad, Mapping)) else f"a JSON {type(record).__name__}"
+        seen = f"none of {len(records)} records matches one (line {line}: {first})"
+    raise IngestError(
+        f"{path}: cannot detect the format from the record keys: {seen}; pass fmt= ({', '.join(FORMAT_SCHEMA)})"
+    )
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = _printable(str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def ingest_file(
@@ -406,37 +592,55 @@ def ingest_file(
 
     `limit` stops after that many rows have been read (malformed ones included), `task` is the
     label for rows that carry none, a record longer than `max_row_chars` (as text) is quarantined
-    as oversized, `split`/`revision`/`config` apply to Hub ids only.
+    as oversized, `split`/`revision`/`config` apply to Hub ids only. Raises IngestError (one line,
+    naming the file) only for whole-file problems; see the module docstring.
     """
-    records = _records(str(path), split, revision, config)
+    records: Iterable[tuple[int, Any, str]] = _records(str(path), split, revision, config)
     if limit is not None:
         records = (r for _, r in zip(range(limit), records))
     records = [(line, _rename(rec, column_map), shown) for line, rec, shown in records]
     fmt = _resolve_format(fmt, records, str(path))
     schema = FORMAT_SCHEMA[fmt]
-    name = source_name or Path(str(path)).name.split(".")[0]
+    # A file name that is not UTF-8 would make every id unstorable: escape it once here.
+    name = _printable(source_name or Path(str(path)).name.split(".")[0])
     report = IngestReport(str(path), fmt, schema, name, license, quarantine_path=quarantine_path, revision=revision)
     defaults = {"source": name, "license": license, "task": task}
-    rows, seen = [], set()
+    rows, origins, seen = [], [], set()
     for line, record, shown in records:
         report.count_in += 1
         try:
-            if isinstance(record, _Bad):
-                raise record
-            if len(shown) > max_row_chars:
-                raise _Bad(f"oversized:{len(shown)} chars > {max_row_chars}")
-            row = convert_record(record, fmt, schema, defaults | {"id": f"{name}:{line}"})
+            row = _convert(record, shown, fmt, schema, defaults | {"id": f"{name}:{line}"}, max_row_chars)
             if row["id"] in seen:
                 raise _Bad(f"duplicate_id:{row['id']}")
         except _Bad as bad:
             _quarantine(report, line, bad.args[0], shown)
             continue
+        except Exception as exc:  # a converter bug costs its row, not the ingest (the fuzz test fails on it)
+            _quarantine(report, line, f"unexpected_error:{_first_line(exc)}", shown)
+            continue
         seen.add(row["id"])
         rows.append(row)
-    report.kept = len(rows)
+        origins.append((line, shown))
+    ds, refused = to_dataset_with_rejects(schema, rows)
+    for index, reason in refused:
+        _quarantine(report, origins[index][0], reason, origins[index][1])
+    report.quarantine_rows.sort(key=lambda entry: entry["line"])
+    report.kept = len(ds)
+    if report.count_in != report.kept + report.filtered + report.quarantined:
+        raise AssertionError(f"ingest of {path} does not balance: {quarantine_summary(report)}")
     if quarantine_path:
         atomic_write_jsonl(quarantine_path, report.quarantine_rows)
-    return to_dataset(schema, rows), report
+    return ds, report
+
+
+def _convert(
+    record: Any, shown: str, fmt: str, schema: str, defaults: Mapping[str, Any], max_row_chars: int
+) -> dict[str, Any]:
+    if isinstance(record, _Bad):
+        raise record
+    if len(shown) > max_row_chars:
+        raise _Bad(f"oversized:{len(shown)} chars > {max_row_chars}")
+    return convert_record(record, fmt, schema, defaults)
 
 
 def _rename(record: Any, column_map: Mapping[str, str] | None) -> Any:
@@ -446,9 +650,14 @@ def _rename(record: Any, column_map: Mapping[str, str] | None) -> Any:
 
 
 def _quarantine(report: IngestReport, line: int, reason: str, shown: str) -> None:
+    """Count one refused row and keep its entry; every string is made valid UTF-8 for the file."""
     report.quarantined += 1
     report.reasons[_reason_code(reason)] += 1
-    entry = {"file": report.file, "line": line, "reason": reason, "raw": shown[:MAX_RAW_CHARS]}
+    reason = _printable(reason)
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + "..."
+    shown = _printable(shown)
+    entry = {"file": _printable(report.file), "line": line, "reason": reason, "raw": shown[:MAX_RAW_CHARS]}
     if len(shown) > MAX_RAW_CHARS:
         entry["raw_truncated_from"] = len(shown)
     report.quarantine_rows.append(entry)

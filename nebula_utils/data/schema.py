@@ -13,16 +13,32 @@ canonical JSON strings: Arrow needs one struct type per column, and their keys d
 to row (a math reference has `answer`, an IFEval one `instruction_id_list`/`kwargs`).
 
 Validation returns reason codes (`missing_field:messages`, `bad_role:gpt`, `empty_turn`...) so
-that ingest can write them to its quarantine file and count them by code.
+that ingest can write them to its quarantine file and count them by code. Scalar fields are checked
+against their Arrow type (`bad_field:difficulty must be a string`): given a dict, a string column
+would otherwise store its Python repr without complaint.
+
+Strings Arrow cannot store: a lone surrogate (e.g. the JSON escape "\\ud800" without its pair) has no
+UTF-8 encoding. Such a row is refused where Arrow refuses it, by the same conversion `to_dataset`
+uses, and named by field (`lone_surrogate:messages[0].content holds U+D800 ...`); it is never
+repaired (replacing or dropping the character would silently change the text).
+`to_dataset_with_rejects` returns the other rows and the refused ones with their reasons; `to_dataset`
+raises SchemaError naming the first.
 """
 
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datasets import Dataset, Features, List, Value
+
+_REPR = reprlib.Repr()  # bounded repr for reasons (keyword arguments only from Python 3.12)
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 2, 80, 80
+# Python types each Arrow scalar type accepts (bool is an int in Python: refused for numbers).
+_SCALAR_TYPES = {"string": (str,), "int32": (int,), "float64": (int, float), "bool": (bool,)}
+_TYPE_WORDS = {"string": "a string", "int32": "an integer", "float64": "a number", "bool": "true or false"}
 
 # The shared task vocabulary: every row's `task` is one of these.
 TASKS = ("general_chat", "knowledge_qa", "complex_if", "code", "math_reasoning", "safety")
@@ -123,7 +139,8 @@ def normalize_row(schema: str, row: Mapping[str, Any]) -> dict[str, Any]:
     """Fill omitted optional fields and serialise dict-valued JSON fields canonically."""
     check_schema(schema)
     out = dict(OPTIONAL_DEFAULTS[schema]) | dict(row)
-    out["parents"] = list(out["parents"] or [])
+    if out["parents"] is None or isinstance(out["parents"], tuple):
+        out["parents"] = list(out["parents"] or [])  # anything else is left for row_problems to name
     for key in _JSON_FIELDS[schema]:
         if isinstance(out.get(key), Mapping):
             out[key] = canonical_json(dict(out[key]))
@@ -149,9 +166,11 @@ def message_problems(messages: Any, final_role: str) -> list[str]:
     for turn in messages:
         if not isinstance(turn, Mapping) or "role" not in turn or "content" not in turn:
             return ["bad_messages:turn without role/content"]
-        if turn["role"] not in ROLES:
-            return [f"bad_role:{turn['role']}"]
-        if not isinstance(turn["content"], str) or not turn["content"].strip():
+        if not isinstance(turn["role"], str) or turn["role"] not in ROLES:
+            return [f"bad_role:{_short(turn['role'])}"]
+        if not isinstance(turn["content"], str):
+            return [f"bad_messages:content must be a string, got {type(turn['content']).__name__}"]
+        if not turn["content"].strip():
             return ["empty_turn"]
     roles = [t["role"] for t in messages]
     body = roles[1:] if roles[0] == "system" else roles
@@ -164,10 +183,17 @@ def message_problems(messages: Any, final_role: str) -> list[str]:
     return []
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """A value for a reason string, at most `limit` characters (reprlib bounds depth and size)."""
+    text = value if isinstance(value, str) else _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _json_object_problem(value: Any, field: str) -> str | None:
     try:
         obj = json.loads(value)
-    except (TypeError, json.JSONDecodeError):
+    # ValueError: an integer past Python's 4300-digit limit; RecursionError: nesting past the parser's
+    except (TypeError, ValueError, RecursionError):
         return f"bad_json_field:{field}"
     return None if isinstance(obj, dict) else f"bad_json_field:{field} is not an object"
 
@@ -190,10 +216,22 @@ def _common_problems(schema: str, row: Mapping[str, Any]) -> list[str]:
         if not isinstance(row[key], str) or not row[key]:
             return [f"bad_field:{key} must be a non-empty string"]
     if row["task"] not in TASKS:
-        return [f"bad_task:{row['task']}"]
+        return [f"bad_task:{_short(row['task'])}"]
     if not isinstance(row["parents"], list) or not all(isinstance(p, str) for p in row["parents"]):
         return ["bad_field:parents must be a list of strings"]
+    for key, feature in FEATURES[schema].items():
+        value = row[key]
+        if isinstance(feature, Value) and value is not None and not _fits(feature.dtype, value):
+            return [f"bad_field:{key} must be {_TYPE_WORDS[feature.dtype]}, got {type(value).__name__}"]
     return []
+
+
+def _fits(dtype: str, value: Any) -> bool:
+    if isinstance(value, bool) and dtype != "bool":
+        return False
+    if dtype == "int32" and isinstance(value, int):
+        return -(2**31) <= value < 2**31
+    return isinstance(value, _SCALAR_TYPES[dtype])
 
 
 def _sft_problems(row: Mapping[str, Any]) -> list[str]:
@@ -220,6 +258,10 @@ def _preference_problems(row: Mapping[str, Any]) -> list[str]:
             return problems + ["bad_candidates:candidate without content"]
         if not cand["content"].strip():
             return problems + ["empty_turn"]
+        for key in ("generator", "sampling_params", "scores", "label"):
+            kind = bool if key == "label" else str
+            if cand.get(key) is not None and not isinstance(cand[key], kind):
+                return problems + [f"bad_candidates:{key} must be {_TYPE_WORDS['bool' if kind is bool else 'string']}"]
     for key in ("chosen", "rejected"):
         idx = row[key]
         if idx is not None and not (isinstance(idx, int) and 0 <= idx < len(cands)):
@@ -270,9 +312,99 @@ def validate_rows(schema: str, rows: Iterable[Mapping[str, Any]]) -> int:
 
 
 def to_dataset(schema: str, rows: Iterable[Mapping[str, Any]]) -> Dataset:
-    """Normalise, validate and type rows as a `datasets.Dataset` of the schema's features."""
+    """Normalise, validate and type rows as a `datasets.Dataset` of the schema's features.
+
+    Raises SchemaError naming the first invalid row, or the first row Arrow cannot store.
+    """
+    rows = list(rows)
+    ds, rejects = to_dataset_with_rejects(schema, rows)
+    if rejects:
+        index, reason = rejects[0]
+        raise SchemaError(f"{schema} row {index} (id={_short(rows[index].get('id'))!r}): {reason}")
+    return ds
+
+
+def to_dataset_with_rejects(schema: str, rows: Iterable[Mapping[str, Any]]) -> tuple[Dataset, list[tuple[int, str]]]:
+    """Like to_dataset, but rows Arrow refuses come back as (index, reason) instead of failing all.
+
+    The rows must pass row_problems (SchemaError otherwise). The common case costs one conversion;
+    after a failure, halving with pyarrow's converter (about 0.2 ms a call against ~12 ms for
+    Dataset.from_dict) finds the refused rows in O(refused * log n) calls, and the dataset is built
+    from the rest by Dataset.from_dict, the path every consumer takes.
+    """
     normalized = [normalize_row(schema, r) for r in rows]
     validate_rows(schema, normalized)
+    ds, error = _attempt(_build_dataset, schema, normalized)
+    if error is None:
+        return ds, []
+    rejects: dict[int, str] = {}
+    _find_refused(_build_table, schema, normalized, list(range(len(normalized))), error, rejects)
+    kept = [i for i in range(len(normalized)) if i not in rejects]
+    ds, error = _attempt(_build_dataset, schema, [normalized[i] for i in kept])
+    if error is not None:  # datasets refused what pyarrow alone accepted: search again on its own path
+        _find_refused(_build_dataset, schema, normalized, kept, error, rejects)
+        kept = [i for i in kept if i not in rejects]
+        ds = _build_dataset(schema, [normalized[i] for i in kept])  # raises if no single row is to blame
+    return ds, sorted(rejects.items())
+
+
+def _build_dataset(schema: str, rows: list[dict[str, Any]]) -> Dataset:
     features = FEATURES[schema]
-    columns = {key: [r[key] for r in normalized] for key in features}
-    return Dataset.from_dict(columns, features=features)
+    return Dataset.from_dict({key: [r[key] for r in rows] for key in features}, features=features)
+
+
+def _build_table(schema: str, rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows, schema=FEATURES[schema].arrow_schema)
+
+
+def _attempt(build: Any, schema: str, rows: list[dict[str, Any]]) -> tuple[Any, Exception | None]:
+    """(built, None), or (None, the error) when Arrow refuses some value of `rows`."""
+    import pyarrow as pa
+
+    try:
+        return build(schema, rows), None
+    # UnicodeEncodeError (a lone surrogate) is a ValueError; pa.ArrowException covers ArrowTypeError.
+    except (ValueError, TypeError, OverflowError, pa.ArrowException) as exc:
+        return None, exc
+
+
+def _find_refused(
+    build: Any, schema: str, rows: list[dict], indices: list[int], error: Exception, out: dict[int, str]
+) -> None:
+    """Record in `out` each row of `indices` (which together fail with `error`) that fails alone."""
+    if len(indices) == 1:
+        out[indices[0]] = _refusal_reason(rows[indices[0]], error)
+        return
+    mid = len(indices) // 2
+    for half in (indices[:mid], indices[mid:]):
+        _, half_error = _attempt(build, schema, [rows[i] for i in half])
+        if half_error is not None:
+            _find_refused(build, schema, rows, half, half_error, out)
+
+
+def _refusal_reason(row: Mapping[str, Any], error: Exception) -> str:
+    found = _lone_surrogate(row)
+    if found:
+        where, char = found
+        return f"lone_surrogate:{where} holds U+{ord(char):04X}, which UTF-8 cannot encode"
+    return f"unencodable:{type(error).__name__}: {_short(str(error).splitlines()[0] if str(error) else '', 200)}"
+
+
+def _lone_surrogate(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field path, character) of the first string (key or value) UTF-8 cannot encode."""
+    stack: list[tuple[str, Any]] = [(key, value) for key, value in reversed(list(row.items()))]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, Mapping):
+            stack.extend((f"{where}.{k}", v) for k, v in reversed(list(node.items())))
+            stack.extend((f"{where} key", k) for k in node if isinstance(k, str))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return where, node[exc.start]
+    return None
