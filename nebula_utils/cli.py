@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "render":
         from pathlib import Path
 
-        from .report.compare import render_html
+        from .report.html import render_html
 
         print(render_html(args.notebook, args.out or Path(args.notebook).with_suffix(".html")))
         return 0

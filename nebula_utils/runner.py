@@ -70,7 +70,7 @@ def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only
     out = target(step.injected())
     if missing_only and out.is_file():
         return out
-    from .report.compare import render_html
+    from .report.html import render_html
 
     render_html(step.run_dir / "notebook.ipynb", out)
     echo(f"    report written to {out}")
