@@ -48,8 +48,10 @@ table.nx-t code, .nx code { font-size: 11.5px; background: #f3f4f6; padding: 0 3
 .nx .seg { white-space: nowrap; }
 .nx details { margin: 2px 0 6px 0; }
 .nx summary { cursor: pointer; font-size: 13px; }
-.nx pre.tree { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 11.5px; line-height: 1.35; margin: 4px 0 8px 18px; padding: 6px 8px; background: #f8f8f8;
-  white-space: pre-wrap; word-break: break-word; }
+.nx div.tree { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 11.5px;
+  line-height: 1.35; margin: 4px 0 8px 18px; padding: 6px 8px; background: #f8f8f8; }
+.nx div.tl { display: flex; }
+.nx div.tl .br { white-space: pre; flex: none; color: #888; }
 </style>"""
 
 BASIS_TEXT = {
@@ -233,6 +235,13 @@ def runs_table(
     return _table(caption, head, "".join(body))
 
 
+def _tree_row(line: str) -> str:
+    """One tree line as a flex row: the branch drawing keeps its width and a long line wraps under
+    its own text, so the tree's indentation survives a narrow page."""
+    branch = len(line) - len(line.lstrip("│├└─ "))
+    return f'<div class="tl"><span class="br">{_e(line[:branch])}</span><span>{_e(line[branch:])}</span></div>'
+
+
 def lineage_html(
     runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]], bases: Mapping[str, str | Path]
 ) -> str:
@@ -241,10 +250,10 @@ def lineage_html(
     blocks = []
     for run, tree in zip(runs, trees):
         chain = lineage_chain(tree, bases)
-        tree_text = "\n".join(lineage_lines(tree, bases))
+        rows = "".join(_tree_row(line) for line in lineage_lines(tree, bases))
         blocks.append(
             f"<details><summary><b>{_e(run.label)}</b> — <code>{_e(chain)}</code></summary>"
-            f'<pre class="tree">{_e(tree_text)}</pre></details>'
+            f'<div class="tree">{rows}</div></details>'
         )
     return f'<div class="nx">{STYLE}{"".join(blocks)}</div>'
 

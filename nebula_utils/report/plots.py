@@ -60,10 +60,11 @@ MARKERS = ["o", "s", "D", "^", "v", "P", "X", "<", ">", "*"]
 MARK_COLOURS = {"up": "#1a7f37", "down": "#cf222e", "flat": "#6e7781", "n/a": "#afb8c1", "baseline": "#24292f"}
 
 
-def _dodge(points: Sequence[tuple[float, float]], span: float, step_pt: float = 8.0) -> list[float]:
-    """Horizontal offsets in points so that runs at (nearly) the same place stay visible side by
-    side: points closer than 2% of the axis span form a group, spread `step_pt` apart."""
-    offsets = [0.0] * len(points)
+def _dodge(points: Sequence[tuple[float, float]], span: float, step_pt: float = 8.0) -> list[tuple[float, int]]:
+    """(horizontal offset in points, rank in its group) per point, so that runs at (nearly) the
+    same place stay visible side by side: points closer than 2% of the axis span form a group,
+    spread `step_pt` apart; the rank stacks their labels."""
+    out = [(0.0, 0)] * len(points)
     groups: list[list[int]] = []
     for i, (x, y) in enumerate(points):
         for g in groups:
@@ -75,8 +76,8 @@ def _dodge(points: Sequence[tuple[float, float]], span: float, step_pt: float = 
             groups.append([i])
     for g in groups:
         for k, i in enumerate(g):
-            offsets[i] = (k - (len(g) - 1) / 2) * step_pt
-    return offsets
+            out[i] = ((k - (len(g) - 1) / 2) * step_pt, k)
+    return out
 
 
 def _no_plot(text: str):
@@ -108,7 +109,7 @@ def plot_tradeoff(long, axes: Sequence[str] = ()):
     names = [n for n in x.index if n in y.index and not np.isnan(x.at[n, "score"]) and not np.isnan(y.at[n, "score"])]
     pts = [(x.at[n, "score"], y.at[n, "score"]) for n in names]
     span = max(np.ptp([p[0] for p in pts] + [p[1] for p in pts]) if pts else 0, 0.05)
-    for i, (name, dx) in enumerate(zip(names, _dodge(pts, span))):
+    for i, (name, (dx, rank)) in enumerate(zip(names, _dodge(pts, span))):
         base = x.at[name, "mark"] == "baseline"
         tr = offset_copy(ax.transData, fig=fig, x=dx, y=0, units="points")
         xs, ys = x.loc[name], y.loc[name]
@@ -131,7 +132,7 @@ def plot_tradeoff(long, axes: Sequence[str] = ()):
         ax.annotate(
             name,
             (xs["score"], ys["score"]),
-            xytext=(dx + 8, 6 + 4 * (i % 2)),
+            xytext=(dx + 8, 4 + 10 * rank),
             textcoords="offset points",
             fontsize=8,
             color=container.lines[0].get_color(),
@@ -139,8 +140,9 @@ def plot_tradeoff(long, axes: Sequence[str] = ()):
     # Autoscaling skips artists drawn with an offset transform, so the limits come from the whiskers.
     for setter, frame in ((ax.set_xlim, x), (ax.set_ylim, y)):
         lo, hi = np.nanmin(frame.loc[names, "ci_lo"]), np.nanmax(frame.loc[names, "ci_hi"])
-        pad = max(hi - lo, 0.05) * 0.15
-        setter(max(lo - pad, -0.02), min(hi + pad, 1.02))
+        half = max(hi - lo, 0.1) / 2 * 1.3  # at least a 0.13-wide window: zero-width intervals stay legible
+        mid = (lo + hi) / 2
+        setter(max(mid - half, -0.05), min(mid + half, 1.05))
     ax.set(xlabel=f"{caps[0][4:]} (mean score)", ylabel=f"{caps[1][4:]} (mean score)", title="capability trade-off")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

@@ -18,7 +18,7 @@ from .run_folders import build_demo_results
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Measures, after layout, how far right the page's tables, figures and trees reach.
 PROBE = """<script>(function () {
-  const right = [...document.querySelectorAll('table, img, pre')].map(e => e.getBoundingClientRect().right);
+  const right = [...document.querySelectorAll('table, img, div.tree')].map(e => e.getBoundingClientRect().right);
   document.body.setAttribute('data-probe', JSON.stringify(
     {scroll: document.documentElement.scrollWidth, inner: window.innerWidth, right: Math.max(...right)}));
 })();</script>"""
