@@ -20,16 +20,10 @@
 #
 # Compares finished runs — usually evaluation runs of a base model and of the checkpoints trained
 # from it, or the variants of an ablation grid — by reading their folders under `results/`, never
-# live objects, so a report can be rebuilt at any time from what the runs wrote.
-#
-# * **Table** — one row per run: each benchmark's score, the suite average (unweighted mean of the
-#   benchmark scores) and per-capability averages, each with its delta against the baseline run.
-#   **▲ up / ▼ down** when the 95% paired-bootstrap interval of the delta excludes 0, **≈ flat**
-#   when it contains 0. Items are paired by id across the runs' `samples/*.jsonl`.
-# * **Lineage** — for each row, the checkpoints, training runs and data versions (with their
-#   manifests) that produced it.
-# * **Plots** — training curves of the parent training runs, benchmark scores with confidence
-#   intervals, a capability trade-off, and the data funnel (rows in/out per processing step).
+# live objects, so a report can be rebuilt at any time from what the runs wrote. Items are paired
+# by id across the runs' `samples/*.jsonl`; every change carries its paired 95% bootstrap interval
+# and its **minimum detectable effect** (MDE), so a flat result says whether nothing changed or
+# the benchmark had too few items to tell.
 
 # %% tags=["parameters"]
 seed: int = 0
@@ -43,84 +37,89 @@ baseline: int = 0
 report_name: str = "report"
 bootstrap_resamples: int = 1000
 tradeoff_axes: list = []
+target_effect: float = 0.05
 
 # %%
 import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from nebula_utils.io import atomic_write_json, atomic_write_text
 from nebula_utils.paths import results_root
 from nebula_utils.report import compare as rp
+from nebula_utils.report import html as rh
 from nebula_utils.report import lineage as lin
 from nebula_utils.report import plots
 from nebula_utils.runs import start_run
-from nebula_utils.stages.report import html_path
+from nebula_utils.stages.report import display_bases, html_path
 
 run = start_run("90_report", globals())
 cfg = run.config
 paths = cfg.runs or [str(p) for p in rp.find_eval_runs(results_root())]
 results = rp.load_runs(paths, cfg.labels)
+base_label = results[rp.baseline_index(results, cfg.baseline)].label
 lineages = [lin.lineage(r.path) for r in results]
-long = rp.comparison(results, cfg.baseline, cfg.bootstrap_resamples, cfg.seed)
-print(f"{len(results)} runs; baseline: {results[rp.baseline_index(results, cfg.baseline)].label}")
+bases = display_bases(run.run_dir)
+long = rp.comparison(results, cfg.baseline, cfg.bootstrap_resamples, cfg.seed, cfg.target_effect)
 
 # %% [markdown]
 # ## Results
-# Cells read `score (delta vs baseline, mark)`. `config hash` identifies the resolved config of the
-# row's run; `data version` is the nearest data version in its lineage (`<run>/<version>@<content hash>`).
 
 # %%
-rp.summary_table(results, long, lineages)
+display(Markdown(rp.results_text(long, base_label, cfg.target_effect)))
+display(HTML(rh.results_table(long, results, base_label)))
 
 # %% [markdown]
-# ## Deltas with their 95% intervals
-# `n_paired` items were paired by id; `benchmarks_paired` benchmarks entered an average's delta.
+# **Figure 1.** Change against the baseline per benchmark and for the suite average: the point is
+# the paired difference of means, the whiskers its 95% bootstrap interval, the grey band ±MDE.
+# Green: the interval excludes 0 upwards; red: downwards; grey: flat.
 
 # %%
-long[long["mark"] != "baseline"].round(4).reset_index(drop=True)
+plots.plot_deltas(long)
+plt.show()
 
 # %% [markdown]
-# ## Lineage
-# What produced each row: checkpoints → training runs → data versions (sources, processing steps,
-# consumers, evaluation-isolation hits) → the runs that wrote them and their parent versions.
+# ## Evaluation power
+# The MDE is the smallest change whose paired 95% interval would exclude 0 at the variance these
+# runs show, `1.96 · sd(paired differences) / √n` (derivation and the fallbacks for identical runs
+# and 0/1 items: `nebula_utils/stats.py`). A change of exactly the MDE is detected about half
+# the time; 80% power needs 1.43 × the MDE.
 
 # %%
-for result, tree in zip(results, lineages):
-    display(Markdown(f"**{result.label}** — `{result.path}`"))
-    display(lin.lineage_table(tree))
+display(HTML(rh.power_table(long, base_label, cfg.target_effect)))
 
 # %% [markdown]
-# ## Training curves
-# Train loss of every training run in each row's lineage (nearest first).
+# ## Runs and lineage
+# Paths are relative to the repository (`<results>/` marks a results root outside it). Each
+# lineage opens to the checkpoints, training runs and data versions (rows, content hash,
+# sources, processing steps, consumers, evaluation-isolation hits) behind the row.
+
+# %%
+display(HTML(rh.runs_table(results, lineages, bases)))
+display(HTML(rh.lineage_html(results, lineages, bases)))
+
+# %% [markdown]
+# **Figure 2.** Train loss of every training run in each row's lineage (nearest first).
 
 # %%
 plots.plot_training_curves(results, lineages)
 plt.show()
 
 # %% [markdown]
-# ## Benchmark scores
-
-# %%
-plots.plot_benchmark_bars(long)
-plt.show()
-
-# %% [markdown]
-# ## Capability trade-off
+# **Figure 3.** Capability trade-off: each run's mean score on two capabilities with 95%
+# intervals; the baseline is the hollow marker, and runs at the same place are set side by side.
 
 # %%
 plots.plot_tradeoff(long, cfg.tradeoff_axes)
 plt.show()
 
 # %% [markdown]
-# ## Data funnel
-# Rows in and out of every processing step of the data versions behind these runs (a derived
-# version's funnel starts with its parents' steps).
+# **Figure 4.** Data funnel: rows in (light) and kept (dark) at every processing step of the data
+# versions behind these runs (a derived version's funnel starts with its parents' steps).
 
 # %%
 funnel = rp.funnel_table(lin.data_versions(lineages, leaves_only=True))
 plots.plot_funnel(funnel)
 plt.show()
-funnel
 
 # %%
 atomic_write_text(run.path("comparison.csv"), long.to_csv(index=False))
@@ -131,6 +130,7 @@ run.finish(
 )
 
 # %% [markdown]
-# The runner (`nebula run`) renders this executed notebook, code hidden, to
-# `results/reports/<report_name>.html`; after a plain papermill run use
-# `nebula render <executed notebook> --out <file>.html`.
+# Every number above is in `comparison.csv` in this run's folder (one row per run and column:
+# score and interval, change and interval, mark, MDE and the rule that chose it). The runner
+# (`nebula run`) renders this notebook, code hidden, to `results/reports/<report_name>.html`;
+# after a plain papermill run use `nebula render <executed notebook> --out <file>.html`.

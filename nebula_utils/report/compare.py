@@ -16,6 +16,11 @@ hash, data version, lineage and training curve.
 Each row's lineage (checkpoints, training runs, data versions with their manifests) comes from
 nebula_utils.report.lineage.
 
+Each compared cell also carries its minimum detectable effect (stats.minimum_detectable_effect:
+the smallest delta whose paired 95% interval would exclude 0 at the observed variance; averages
+combine their benchmarks' MDEs as the stratified bootstrap does), so "flat" reads either as "no
+effect" (MDE small) or "too few items" (MDE large).
+
 The HTML report is rendered by the runner after the notebook has run (report.html.render_html
 on the executed notebook): the notebook cannot render itself because papermill only writes the
 last cell's outputs after that cell ends. A notebook executed by hand is rendered with
@@ -35,7 +40,16 @@ import yaml
 
 from ..config import ConfigError
 from ..io import iter_jsonl, read_json
-from ..stats import DEFAULT_RESAMPLES, Estimate, mean_of_estimates, paired_bootstrap
+from ..stats import (
+    DEFAULT_RESAMPLES,
+    Z95,
+    Estimate,
+    Power,
+    mde_of_mean,
+    mean_of_estimates,
+    minimum_detectable_effect,
+    paired_bootstrap,
+)
 from .lineage import data_version_label, lineage
 
 MARKS = {"up": "▲", "down": "▼", "flat": "≈", "baseline": "", "n/a": "?"}
@@ -231,19 +245,43 @@ def _own_estimate(run: RunResult, names: list[str], resamples: int, seed: int) -
 
 def _delta(
     base: RunResult, run: RunResult, names: list[str], resamples: int, seed: int
-) -> tuple[Estimate | None, int]:
-    """Paired delta run - base over the benchmarks both have samples for; (estimate, n benchmarks)."""
+) -> tuple[Estimate | None, int, list[Power]]:
+    """Paired delta run - base over the benchmarks both have samples for: (estimate, n benchmarks,
+    each benchmark's minimum detectable effect)."""
     pairs = [paired_arrays(base.samples[n], run.samples[n]) for n in names if n in base.samples and n in run.samples]
     pairs = [(a, b) for a, b in pairs if a.size]
     if not pairs:
-        return None, 0
+        return None, 0, []
+    powers = [minimum_detectable_effect(a, b) for a, b in pairs]
     if len(pairs) == 1:
-        return paired_bootstrap(pairs[0][0], pairs[0][1], resamples, seed), 1
-    return stratified_mean([b - a for a, b in pairs], resamples, seed), len(pairs)
+        return paired_bootstrap(pairs[0][0], pairs[0][1], resamples, seed), 1, powers
+    return stratified_mean([b - a for a, b in pairs], resamples, seed), len(pairs), powers
 
 
-def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: int = DEFAULT_RESAMPLES, seed: int = 0):
-    """The long-form comparison: one row per (run, column) with score, CI, delta, delta CI and mark."""
+def _power_fields(powers: list[Power], target: float) -> dict[str, Any]:
+    """mde (an average's combines its benchmarks'), the rule that chose it, and the items per
+    benchmark an MDE of `target` would need."""
+    if not powers:
+        return {"mde": math.nan, "mde_basis": "", "items_for_target": 0}
+    if len(powers) == 1:
+        return {"mde": powers[0].mde, "mde_basis": powers[0].basis, "items_for_target": powers[0].items_for(target)}
+    mde = mde_of_mean([p.mde for p in powers])
+    per_bench = float(np.mean([p.n for p in powers]))
+    need = max(per_bench * (mde / target) ** 2, Z95**2 * (1 - target) / target) if target > 0 else 0
+    bases = sorted({p.basis for p in powers})
+    return {"mde": mde, "mde_basis": bases[0] if len(bases) == 1 else "mixed", "items_for_target": math.ceil(need)}
+
+
+def comparison(
+    runs: Sequence[RunResult],
+    baseline: int | str = 0,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    target_effect: float = 0.05,
+):
+    """The long-form comparison: one row per (run, column) with score, CI, delta, delta CI, mark,
+    minimum detectable effect (`mde`, `mde_basis`) and the items per benchmark an MDE of
+    `target_effect` would need (`items_for_target`)."""
     import pandas as pd
 
     base_i = baseline_index(runs, baseline)
@@ -252,7 +290,7 @@ def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: in
     for i, run in enumerate(runs):
         for col, kind, names in _columns(runs):
             own = _own_estimate(run, names, resamples, seed)
-            delta, n_bench = (None, 0) if i == base_i else _delta(base, run, names, resamples, seed)
+            delta, n_bench, powers = (None, 0, []) if i == base_i else _delta(base, run, names, resamples, seed)
             rows.append(
                 {
                     "run": run.label,
@@ -269,6 +307,7 @@ def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: in
                     "benchmarks_paired": n_bench,
                     "mark": "baseline" if i == base_i else mark(delta),
                 }
+                | _power_fields(powers, target_effect)
             )
     return pd.DataFrame(
         rows,
@@ -286,8 +325,19 @@ def comparison(runs: Sequence[RunResult], baseline: int | str = 0, resamples: in
             "n_paired",
             "benchmarks_paired",
             "mark",
+            "mde",
+            "mde_basis",
+            "items_for_target",
         ],
     )
+
+
+def mark_label(mark_name: str, mde: float = math.nan) -> str:
+    """'▲ up', '▼ down', '≈ flat (MDE ±0.12)': a flat mark says how large a change could have shown."""
+    text = f"{MARKS.get(mark_name, '')} {mark_name}".strip()
+    if mark_name == "flat" and not math.isnan(mde):
+        text += f" (MDE ±{mde:.2g})" if mde < 0.1 else f" (MDE ±{mde:.2f})"
+    return text
 
 
 def _cell(row) -> str:
@@ -297,7 +347,7 @@ def _cell(row) -> str:
         return f"{row.score:.3f} (baseline)"
     if math.isnan(row.delta):
         return f"{row.score:.3f} (Δ n/a)"
-    return f"{row.score:.3f} ({row.delta:+.3f} {MARKS[row.mark]} {row.mark})"
+    return f"{row.score:.3f} ({row.delta:+.3f} {mark_label(row.mark, row.mde)})"
 
 
 def summary_table(runs: Sequence[RunResult], long, lineages: Sequence[dict] | None = None):
@@ -341,7 +391,8 @@ def funnel_table(versions: Sequence[Mapping[str, Any]]):
 
 
 def delta_metrics(long) -> dict[str, dict[str, Any]]:
-    """report/delta/<run>/<column> entries for metrics.json (value, n paired, 95% CI)."""
+    """report/delta/<run>/<column> entries for metrics.json (value, n paired, 95% CI) and
+    report/mde/<run>/<column> (the minimum detectable effect, n paired)."""
     out = {}
     for r in long[(long["mark"] != "baseline") & long["delta"].notna()].itertuples():
         out[f"report/delta/{r.run}/{r.column}"] = {
@@ -349,4 +400,54 @@ def delta_metrics(long) -> dict[str, dict[str, Any]]:
             "n": int(r.n_paired),
             "ci95": [float(r.delta_lo), float(r.delta_hi)],
         }
+        out[f"report/mde/{r.run}/{r.column}"] = {"value": float(r.mde), "n": int(r.n_paired), "ci95": None}
     return out
+
+
+def _sg(x: float, digits: int = 3) -> str:
+    """A signed number with a typographic minus (names keep their hyphens)."""
+    return f"{x:+.{digits}f}".replace("-", "\u2212")
+
+
+def _named(rows) -> str:
+    return ", ".join(f"{r.column} ({_sg(r.delta)})" for r in rows)
+
+
+def results_text(long, baseline_label: str, target_effect: float = 0.05) -> str:
+    """The results as sentences (markdown), one paragraph per compared run: the suite average's
+    change with its interval, which benchmarks moved which way, and which flat ones were too small
+    to show a change of `target_effect` (their MDE exceeds it)."""
+    out = []
+    for run in [r for r in dict.fromkeys(long["run"]) if r != baseline_label]:
+        rows = long[(long["run"] == run) & long["delta"].notna()]
+        if rows.empty:
+            out.append(f"**{run}** shares no scored items with **{baseline_label}**: nothing to compare.")
+            continue
+        bench = rows[rows["kind"] == "benchmark"]
+        text = [f"**{run}** against **{baseline_label}**:"]
+        avg = rows[rows["kind"] == "average"]
+        if not avg.empty:
+            a = avg.iloc[0]
+            base = long[(long["run"] == baseline_label) & (long["column"] == "average")]["score"].iloc[0]
+            text.append(
+                f"suite average {base:.3f} → {a.score:.3f} ({_sg(a.delta)}, 95% CI [{_sg(a.delta_lo)}, "
+                f"{_sg(a.delta_hi)}], {mark_label(a['mark'], a.mde)}; {a.n_paired} items over "
+                f"{a.benchmarks_paired} benchmarks)."
+            )
+        for name, label in (("up", "Better"), ("down", "Worse")):
+            moved = list(bench[bench["mark"] == name].itertuples())
+            if moved:
+                text.append(f"{label} on {_named(moved)}.")
+        flat = list(bench[bench["mark"] == "flat"].itertuples())
+        if flat:
+            parts = [f"{r.column} ({_sg(r.delta)}, MDE ±{r.mde:.2f} at n = {r.n_paired})" for r in flat]
+            text.append("Flat on " + ", ".join(parts) + ".")
+        weak = [r for r in flat if r.mde > target_effect]
+        if weak:
+            need = max(r.items_for_target for r in weak)
+            text.append(
+                f"{'That' if len(weak) == 1 else 'Those'} flat result{'s' if len(weak) > 1 else ''} cannot rule out "
+                f"a change of ±{target_effect:g}: resolving it needs about {need:,} items per benchmark."
+            )
+        out.append(" ".join(text))
+    return "\n\n".join(out)

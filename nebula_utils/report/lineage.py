@@ -222,3 +222,125 @@ def data_versions(trees: Sequence[Mapping[str, Any]], leaves_only: bool = False)
                 out.setdefault(n["content_hash"], n)
     parents = {p for n in out.values() for p in n["manifests"]["version"].get("parents", [])}
     return [n for h, n in out.items() if not (leaves_only and h in parents)]
+
+
+# --------------------------------------------------------------------------- compact display
+
+
+def short_path(path: str | Path | None, bases: Mapping[str, str | Path] | None = None) -> str:
+    """`path` relative to the first of `bases` ({display prefix: folder}, in order) that holds it,
+    e.g. {"": <repo>, "<results>/": <results root>} gives 'results/demo/20_sft-…/model' for a path
+    in the repository; a path outside them all stays as given ('~' for the home folder)."""
+    if not path:
+        return ""
+    p = Path(path)
+    for prefix, base in (bases or {}).items():
+        try:
+            rel = p.resolve().relative_to(Path(base).resolve())
+        except ValueError:
+            continue
+        return f"{prefix}{rel}" if str(rel) != "." else (prefix.rstrip("/") or ".")
+    home = str(Path.home())
+    return "~" + str(p)[len(home) :] if str(p).startswith(home + "/") else str(p)
+
+
+def _version_name(node: Mapping[str, Any]) -> str:
+    p = Path(node["path"])
+    return f"{p.parent.name}/{p.name}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _version_line(node: Mapping[str, Any]) -> str:
+    """'10_data_sft_mix-…/sft · 24 rows · #ea4e8771 · sources a, b · 4 steps · read by 2 runs · 0 isolation hits'."""
+    if not node.get("path"):
+        return f"version #{node['content_hash'][:8]} (not found under this results root)"
+    m = node["manifests"]
+    sources = sorted({s["name"] for s in m["source"]["sources"]})
+    return (
+        f"{_version_name(node)} · {_plural(node['num_rows'], 'row')} · #{node['content_hash'][:8]} · "
+        f"sources {', '.join(sources) or '—'} · {_plural(len(m['processing']['steps']), 'step')} · "
+        f"read by {_plural(len(m['consumption']['records']), 'run')} · "
+        f"{_plural(m['evaluation_isolation'].get('total_hits', 0), 'isolation hit')}"
+    )
+
+
+def _producer(node: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return next((c for c in node.get("inputs", []) if c.get("key") == "produced_by"), None)
+
+
+def _compact(node: Mapping[str, Any], bases: Mapping[str, str | Path] | None) -> tuple[str, str, list, Mapping | None]:
+    """(identity, line, children, the run whose inputs the children are) of one display node. A
+    checkpoint and the run that wrote it are one node, and so are a data version and its producing
+    run (the version's name says which run): the run's own inputs become the node's children. A
+    parent version the producing run already reads is not repeated (the run's input names it)."""
+    kind, key = node["kind"], node.get("key") or ""
+    via = f"{key}: " if key and key not in ("produced_by", "parent") else ("parent: " if key == "parent" else "")
+    if kind == "run":
+        return node["path"], f"{via}{node['run_id']} ({node['stage']})", list(node.get("inputs", [])), node
+    if kind in ("checkpoint", "output"):
+        run = _producer(node)
+        what = "checkpoint" if kind == "checkpoint" else "output"
+        line = f"{via}{short_path(node['path'], bases)} ({what} of {run['stage']})" if run else f"{via}{node['path']}"
+        return node["path"], line, list(run.get("inputs", [])) if run else [], run
+    if kind == "data_version":
+        run = _producer(node)
+        children = list(run.get("inputs", [])) if run else []
+        read_by_run = {c.get("content_hash") for c in children if c["kind"] == "data_version"}
+        if not (run and run.get("repeated")):  # a repeated run's inputs, these parents among them, came above
+            children += [
+                c for c in node.get("inputs", []) if c.get("key") == "parent" and c["content_hash"] not in read_by_run
+            ]
+        return node.get("path") or node["content_hash"], via + _version_line(node), children, run
+    if kind == "model":
+        return f"model:{node['spec']}", f"{via}{node['spec']} (base model)", [], None
+    if kind == "missing":
+        return node["path"], f"{via}{node['path']} — no longer exists (results moved or deleted?)", [], None
+    return node.get("path") or "", f"{via}{short_path(node.get('path'), bases)}", [], None
+
+
+def lineage_lines(tree: Mapping[str, Any], bases: Mapping[str, str | Path] | None = None) -> list[str]:
+    """The lineage as a compact text tree ('├─ ', '└─ '): each run, checkpoint and data version once.
+    A node reached again (a diamond: a data run whose two versions both feed the chain) is one line,
+    marked '↑ above' (and '↑ inputs of <run> above' when only its run was listed before)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    has_inputs: dict[str, bool] = {}  # run folder -> whether its inputs were listed where it first appeared
+
+    def walk(node: Mapping[str, Any], prefix: str, branch: str) -> None:
+        ident, line, children, run = _compact(node, bases)
+        note = ""
+        if run is not None and run.get("repeated"):
+            children = []
+            note = f"  ↑ inputs of {run['run_id']} above" if has_inputs.get(run["path"]) else ""
+        elif run is not None:
+            has_inputs[run["path"]] = bool(run.get("inputs"))
+        again = ident in seen and (children or node["kind"] in ("run", "data_version"))
+        lines.append(f"{prefix}{branch}{line}" + ("  ↑ above" if again else note))
+        if again:
+            return
+        seen.add(ident)
+        inner = prefix + ("   " if branch == "└─ " else "│  " if branch else "")
+        for i, child in enumerate(children):
+            walk(child, inner, "└─ " if i == len(children) - 1 else "├─ ")
+
+    walk(tree, "", "")
+    return lines
+
+
+def lineage_chain(tree: Mapping[str, Any], bases: Mapping[str, str | Path] | None = None) -> str:
+    """One line: the run ← the training run of its checkpoint [its data] ← ... ← the base model spec."""
+    parts = [tree.get("run_id", "")]
+    node = next((c for c in tree.get("inputs", []) if c.get("key") == "model"), None)
+    while node is not None:
+        if node["kind"] != "checkpoint":
+            parts.append(node.get("spec") or short_path(node.get("path"), bases))
+            break
+        run = _producer(node) or {}
+        data = [c for c in run.get("inputs", []) if c["kind"] == "data_version" and c.get("path")]
+        on = f" [{', '.join(_version_name(d) for d in data)}]" if data else ""
+        parts.append(f"{run.get('run_id') or short_path(node['path'], bases)}{on}")
+        node = next((c for c in run.get("inputs", []) if c.get("key") == "model"), None)
+    return " ← ".join(p for p in parts if p)

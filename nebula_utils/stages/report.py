@@ -27,6 +27,9 @@ class ReportStageConfig(StageConfig):
     report_name: str = doc("writes <results root>/reports/<report_name>.html")
     bootstrap_resamples: int = doc("paired-bootstrap resamples (1000 keeps the CI endpoints stable to ~0.01 at n=100)")
     tradeoff_axes: list[str] = doc("two capabilities for the trade-off scatter; [] = the first two")
+    target_effect: float = doc(
+        "the change the power table sizes benchmarks for: items per benchmark for a minimum detectable effect of this"
+    )
 
     def check(self) -> None:
         if self.labels and self.runs and len(self.labels) != len(self.runs):
@@ -36,6 +39,8 @@ class ReportStageConfig(StageConfig):
         self.at_least("bootstrap_resamples", 100)
         if not self.report_name or "/" in self.report_name:
             raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
+        self.above("target_effect", 0.0)
+        self.within("target_effect", 0.0, 1.0)
 
     @classmethod
     def html_report_path(cls, params: Mapping[str, Any]) -> Path:
@@ -50,3 +55,13 @@ def html_path(report_name: str, run_dir: str | Path = "") -> Path:
 
     root = Path(run_dir).parent.parent if run_dir else results_root()
     return root / "reports" / f"{report_name}.html"
+
+
+def display_bases(run_dir: str | Path = "") -> dict[str, Path]:
+    """{display prefix: folder} for report.lineage.short_path: paths in the repository read
+    'results/demo/…', paths under a results root elsewhere '<results>/demo/…', and siblings of the
+    repository '../shared/data'; nothing on the page shows an absolute path."""
+    from ..paths import REPO_ROOT, results_root
+
+    root = Path(run_dir).parent.parent if run_dir else results_root()
+    return {"": REPO_ROOT, "<results>/": root, "../": REPO_ROOT.parent}
