@@ -50,18 +50,21 @@ def _mark_failed(step: Step, message: str) -> None:
     atomic_write_json(path, info | {"status": "failed", "error": message, "failed_at": time.time()})
 
 
-class _IPCKernelManager:
-    """Kernels talk to the runner over local IPC sockets: nothing listens on TCP, and the kernel's
-    'running over TCP without encryption' warning (one per step, nothing a user can act on) is gone."""
+def kernel_manager_class(log_path: Path) -> type:
+    """A kernel manager for one step: IPC sockets instead of TCP (nothing listens on a port, and the
+    kernel's 'running over TCP without encryption' warning, one per step that nobody can act on, is
+    gone), and the kernel process's own stdout/stderr (its log lines, shutdown chatter) go to the run's
+    kernel.log instead of the terminal; cell outputs still reach the executed notebook."""
+    from jupyter_client.manager import AsyncKernelManager
 
-    @staticmethod
-    def make():
-        from jupyter_client.manager import AsyncKernelManager
+    class StepKernelManager(AsyncKernelManager):
+        transport = "ipc"
 
-        class IPCKernelManager(AsyncKernelManager):
-            transport = "ipc"
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_path, "ab") as log:  # Popen dups the descriptor; ours can close
+                return await super()._async_launch_kernel(kernel_cmd, **kw | {"stdout": log, "stderr": log})
 
-        return IPCKernelManager
+    return StepKernelManager
 
 
 def execute_step(step: Step, kernel_name: str = "python3", echo: Callable[[str], None] = print) -> float:
@@ -84,7 +87,7 @@ def execute_step(step: Step, kernel_name: str = "python3", echo: Callable[[str],
                 cwd=str(REPO_ROOT),
                 progress_bar=False,
                 log_output=False,
-                kernel_manager_class=_IPCKernelManager.make(),
+                kernel_manager_class=kernel_manager_class(step.run_dir / "kernel.log"),
             )
     except pm.PapermillExecutionError as exc:
         message = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
