@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: venv test smoke demo lab sync-notebooks check-notebooks clean
+.PHONY: venv lint format test test-fast smoke demo lab sync-notebooks clean
 
 venv: $(VENV)/.installed
 
@@ -25,8 +25,26 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m nebula_utils.verifiers.offline_data
 	touch $@
 
-test: venv
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Lint and format check (ruff, 119 columns) on everything we write; notebooks are checked through
+# their py:percent twins.
+LINTED := nebula_utils tests benchmarks notebooks/*.py
+
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: venv
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
+
+# Everything: what CI runs (.ci/run). A test that hangs fails after 15 minutes instead of eating
+# the 30-minute CI budget.
+test: lint
+	$(BIN)/python -m pytest --timeout 900 $(PYTEST_ARGS)
+
+# The inner loop: no pipelines end to end, no GPU; a test over 120 s is a failure here.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not gpu" --timeout 120 $(PYTEST_ARGS)
 
 smoke: venv
 	$(BIN)/nebula run params/pipelines/smoke.yaml

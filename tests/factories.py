@@ -99,3 +99,15 @@ def balanced_steps(path: Path) -> list[dict]:
         assert s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"], s
         assert s["count_in"] == s["count_out"] + sum(s["drop_reasons"].values()), s
     return steps
+
+
+# 60_eval at smoke size on tiny-random, without ../shared (only the fast verifiable path runs).
+EVAL_SMOKE = {
+    "model": "tiny-random",
+    "suite": "verifiable",
+    "limit": 2,
+    "max_gen_toks": 8,
+    "device": "cpu",
+    "data_root": "/nonexistent/shared/data",
+    "bootstrap_resamples": 200,
+}

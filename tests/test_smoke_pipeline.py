@@ -1,13 +1,18 @@
-"""The smoke pipeline end to end through the real runner: every notebook, twice, same metrics."""
+"""The smoke pipeline end to end through the real runner: every notebook, twice with identical
+metrics, complete lineage (every data version names every run that read it), and every notebook
+opened afterwards the way JupyterLab opens it."""
+
+from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nebula_utils.pipeline import load_pipeline
 from nebula_utils.runner import run_pipeline
-from tests.conftest import REPO
+from tests.conftest import NOTEBOOKS, REPO, execute_notebook
 
 SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 
@@ -17,24 +22,94 @@ def science_metrics(run_dir: Path) -> dict:
     return {k: v for k, v in doc["metrics"].items() if not k.startswith("timing/")}
 
 
-@pytest.mark.slow
-def test_smoke_pipeline_runs_twice_with_identical_metrics(tmp_path, monkeypatch, tiny_model_path):
-    first = load_pipeline(SMOKE, tmp_path / "a")
-    status = run_pipeline(first, echo=print)
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, tiny_model_path):
+    """The smoke pipeline, run once into a fresh results root."""
+    root = tmp_path_factory.mktemp("results")
+    pipeline = load_pipeline(SMOKE, root)
+    status = run_pipeline(pipeline, echo=print)
     assert set(status.values()) == {"ran"}
-    for step in first.steps:
+    return pipeline
+
+
+@pytest.mark.slow
+def test_every_step_writes_its_files_and_the_report_renders(smoke):
+    for step in smoke.steps:
         for name in ("notebook.ipynb", "config.yaml", "run.json", "metrics.json"):
             assert (step.run_dir / name).is_file(), f"{step.name}: {name} missing"
-    html = (tmp_path / "a" / "reports" / "smoke.html").read_text()
+    html = (smoke.steps[0].run_dir.parent.parent / "reports" / "smoke.html").read_text()
     assert "base" in html and "sft" in html and "In&nbsp;[" not in html  # rows rendered, code hidden
-    summary = json.loads((first.step("60_eval_sft").run_dir / "eval_summary.json").read_text())
+    summary = json.loads((smoke.step("60_eval_sft").run_dir / "eval_summary.json").read_text())
     assert summary["benchmarks"] and all(
-        (first.step("60_eval_sft").run_dir / b["path"]).is_file() for b in summary["benchmarks"].values()
+        (smoke.step("60_eval_sft").run_dir / b["path"]).is_file() for b in summary["benchmarks"].values()
     )
 
-    # Same params, fresh results root: every non-timing metric must be identical (seeded everywhere).
-    second = load_pipeline(SMOKE, tmp_path / "b")
-    assert [s.run_id for s in second.steps] == [s.run_id for s in first.steps]
+
+def _versions_named_by(config: dict) -> list[Path]:
+    values = [v for k, v in config.items() if k not in ("run_dir", "run_id")]
+    flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+    return [Path(x) for x in flat if isinstance(x, str) and x and (Path(x) / "version.json").is_file()]
+
+
+@pytest.mark.slow
+def test_every_data_version_names_every_run_that_read_it(smoke):
+    from nebula_utils.data.versions import read_manifests
+
+    read_by: dict[Path, set[str]] = {}
+    for step in smoke.steps:
+        config = yaml.safe_load((step.run_dir / "config.yaml").read_text())
+        for version in _versions_named_by(config):
+            read_by.setdefault(version.resolve(), set()).add(step.run_id)
+    assert len(read_by) >= 7, sorted(read_by)  # 11-16, 20 and the RL side all read versions
+    for version, readers in read_by.items():
+        recorded = {r["run_id"] for r in read_manifests(version)["consumption"]["records"]}
+        assert readers <= recorded, f"{version}: read by {sorted(readers - recorded)} but not recorded"
+    run_ids = {s.run_id for s in smoke.steps}
+    for marker in smoke.steps[0].run_dir.parent.glob("*/*/version.json"):
+        recorded = {r["run_id"] for r in read_manifests(marker.parent)["consumption"]["records"]}
+        assert recorded <= run_ids, f"{marker.parent}: consumers {sorted(recorded - run_ids)} never ran"
+
+
+@pytest.mark.slow
+def test_a_rerun_into_a_fresh_root_gives_identical_metrics(smoke, tmp_path):
+    """Same params, fresh results root: every non-timing metric is identical (seeded everywhere)."""
+    second = load_pipeline(SMOKE, tmp_path)
+    assert [s.run_id for s in second.steps] == [s.run_id for s in smoke.steps]
     run_pipeline(second, echo=print)
-    for a, b in zip(first.steps, second.steps):
+    for a, b in zip(smoke.steps, second.steps):
         assert science_metrics(a.run_dir) == science_metrics(b.run_dir), a.name
+
+
+# Notebooks opened as JupyterLab opens them: kernel cwd notebooks/, the notebook's own parameters
+# cell, no input injected: an empty input resolves to the newest complete upstream output under the
+# results root. The five notebooks whose defaults are the demo scale (SmolLM2 generating or training
+# for minutes) get only size knobs here, never their inputs; the others run with nothing injected.
+SIZE_ONLY = {
+    "11_distill": {"teacher": "tiny-random", "max_prompts": 2, "k": 2, "max_new_tokens": 8},
+    "13_difficulty": {
+        "policy": "tiny-random",
+        "max_prompts": 2,
+        "n_samples": 2,
+        "max_new_tokens": 8,
+        "pool_labels": ["hard", "medium"],
+    },
+    "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
+    "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
+    "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
+def test_notebook_runs_top_to_bottom_as_jupyterlab_opens_it(smoke, stage, tmp_path):
+    import nbformat
+
+    root = smoke.steps[0].run_dir.parent.parent
+    out = execute_notebook(
+        stage, tmp_path / f"{stage}.ipynb", SIZE_ONLY.get(stage, {}), cwd=NOTEBOOKS, env={"NEBULA_RESULTS": str(root)}
+    )
+    text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
+    runs = sorted((root / "interactive").glob(f"{stage}-*/run.json"))
+    assert runs and json.loads(runs[-1].read_text())["status"] == "complete"
+    if stage in ("11_distill", "12_filter", "13_difficulty", "14_classify_sample", "15_decontam", "20_sft"):
+        assert "newest complete" in text, f"{stage} did not say which upstream output it read"

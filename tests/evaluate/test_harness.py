@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from nebula_utils.config import merge_layers
 from nebula_utils.evaluate import load_suite
 from nebula_utils.paths import SUITES_DIR
-from nebula_utils.stages import stage_defaults
-from nebula_utils.stages.eval import EvalStageConfig
-from tests.conftest import REPO
-
-NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
-SMOKE = {
-    "model": "tiny-random",
-    "suite": "verifiable",
-    "limit": 2,
-    "max_gen_toks": 8,
-    "device": "cpu",
-    "data_root": "/nonexistent/shared/data",
-    "bootstrap_resamples": 200,
-}
-CAPABILITIES = {"instruction_following", "math", "knowledge", "truthfulness", "code"}
-
-
-def config(tmp_path: Path, **overrides) -> EvalStageConfig:
-    values = merge_layers(EvalStageConfig, "60_eval", stage_defaults("60_eval"))
-    return EvalStageConfig(**(values | {"run_dir": str(tmp_path)} | overrides))
+from tests.conftest import REPO, build_stage_config
+from tests.factories import EVAL_SMOKE as SMOKE
 
 
 def test_fast_path_scores_known_answers():
@@ -56,7 +36,7 @@ def test_fast_path_scores_known_answers():
 def test_fast_path_end_to_end_writes_the_contract(tmp_path):
     from nebula_utils.evaluate import Evaluation
 
-    cfg = config(tmp_path, **SMOKE | {"part": "all", "benchmarks": []})
+    cfg = build_stage_config("60_eval", run_dir=str(tmp_path), **SMOKE | {"part": "all", "benchmarks": []})
     ev = Evaluation(cfg, tmp_path)
     ev.run_fast()
     ev.run_lm_eval()
@@ -78,7 +58,11 @@ def test_fast_path_end_to_end_writes_the_contract(tmp_path):
 def test_code_benchmarks_need_confirmation_and_lineage_is_recorded(tmp_path):
     from nebula_utils.evaluate import Evaluation, model_lineage
 
-    cfg = config(tmp_path, **SMOKE | {"benchmarks": ["humaneval_eval"], "confirm_run_unsafe_code": False})
+    cfg = build_stage_config(
+        "60_eval",
+        run_dir=str(tmp_path),
+        **SMOKE | {"benchmarks": ["humaneval_eval"], "confirm_run_unsafe_code": False},
+    )
     ev = Evaluation(cfg, tmp_path)
     ev.run_fast()
     assert "confirm_run_unsafe_code" in ev.skipped["humaneval_eval"] and not ev.rows
@@ -97,8 +81,10 @@ def test_lm_eval_simple_evaluate_on_tiny_random(tmp_path):
 
     shared = REPO.parent / "shared" / "data"
     names = ["gsm8k", "mmlu", "humaneval"]
-    cfg = config(
-        tmp_path, **SMOKE | {"suite": "instruct", "benchmarks": names, "batch_size": 2, "data_root": str(shared)}
+    cfg = build_stage_config(
+        "60_eval",
+        run_dir=str(tmp_path),
+        **SMOKE | {"suite": "instruct", "benchmarks": names, "batch_size": 2, "data_root": str(shared)},
     )
     ev = Evaluation(cfg, tmp_path)
     ev.run_lm_eval()

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
-from nebula_utils.config import ConfigError, merge_layers
+from nebula_utils.config import ConfigError
 from nebula_utils.data.decontam import load_registry
 from nebula_utils.evaluate import load_suite, quarantine_registry, select
 from nebula_utils.paths import QUARANTINE_REGISTRY, SUITES_DIR
-from nebula_utils.stages import stage_defaults
-from nebula_utils.stages.eval import EvalStageConfig
 from tests.conftest import REPO
 
-NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
-SMOKE = {
-    "model": "tiny-random",
-    "suite": "verifiable",
-    "limit": 2,
-    "max_gen_toks": 8,
-    "device": "cpu",
-    "data_root": "/nonexistent/shared/data",
-    "bootstrap_resamples": 200,
-}
 CAPABILITIES = {"instruction_following", "math", "knowledge", "truthfulness", "code"}
-
-
-def config(tmp_path: Path, **overrides) -> EvalStageConfig:
-    values = merge_layers(EvalStageConfig, "60_eval", stage_defaults("60_eval"))
-    return EvalStageConfig(**(values | {"run_dir": str(tmp_path)} | overrides))
 
 
 def test_suites_declare_dev_and_unseen_parts_with_capabilities():

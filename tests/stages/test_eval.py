@@ -9,18 +9,8 @@ import pytest
 from nebula_utils.config import ConfigError
 from nebula_utils.evaluate import load_suite
 from nebula_utils.paths import SUITES_DIR
-from tests.conftest import REPO
+from tests.factories import EVAL_SMOKE as SMOKE
 
-NOTEBOOK = REPO / "notebooks" / "60_eval.ipynb"
-SMOKE = {
-    "model": "tiny-random",
-    "suite": "verifiable",
-    "limit": 2,
-    "max_gen_toks": 8,
-    "device": "cpu",
-    "data_root": "/nonexistent/shared/data",
-    "bootstrap_resamples": 200,
-}
 CAPABILITIES = {"instruction_following", "math", "knowledge", "truthfulness", "code"}
 
 
