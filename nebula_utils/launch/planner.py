@@ -39,8 +39,8 @@ Formulas, each applied in the function named in brackets:
 * logits [training_memory]: the loss keeps fp32 log-probabilities (4*V bytes per token) and while it
   runs the bf16 logits and their fp32 copy are alive ((B+4)*V more); Liger's fused linear
   cross-entropy (`trl_overrides: {use_liger_kernel: true}`) never materialises them.
-* KV cache [generation_memory]: 2 (K and V) * layers * kv_heads * head_dim * bytes * tokens.
-* FLOPs [training_flops / generation]: training 6*N per token (Kaplan et al. 2020: 2N forward + 4N
+* KV cache [kv_bytes_per_token]: 2 (K and V) * layers * kv_heads * head_dim * bytes * tokens.
+* FLOPs [plan_sft, _generation]: training 6*N per token (Kaplan et al. 2020: 2N forward + 4N
   backward); LoRA 4*N + 6*N_adapter (no weight gradients for the frozen base); full recompute adds a
   forward (2*N) of hardware work, applied as a factor on the hours, so `--mfu` is the model FLOPs
   utilisation without recompute (PaLM's definition); generation 2*N per token (forward only).
@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, build_config
-from ..paths import PARAMS_DIR
+from ..paths import PARAMS_DIR, repo_path
 from ..pipeline import Pipeline, Step, load_pipeline
 from ..stages import stage_config_class
 
@@ -283,7 +283,7 @@ def read_model_config(spec: str, where: str, producers: dict[str, Step] | None =
     Order: a local folder's config.json (a LoRA adapter folder: its base model's); an upstream
     step's output folder that does not exist yet: the model that step trains; the Hugging Face
     cache; the table of published configs."""
-    path = Path(spec).expanduser()
+    path = repo_path(spec)  # relative folders are repo-relative, as in the notebooks
     if (path / "config.json").is_file():
         return json.loads((path / "config.json").read_text(encoding="utf-8")), str(path / "config.json")
     if (path / "adapter_config.json").is_file():
@@ -300,7 +300,7 @@ def read_model_config(spec: str, where: str, producers: dict[str, Step] | None =
         built = cache_dir() / spec.removeprefix("packaged:") / "config.json"
         if built.is_file():
             return json.loads(built.read_text(encoding="utf-8")), str(built)
-    if "/" in spec and not path.is_absolute() and not spec.startswith((".", "~")):
+    if "/" in spec and not Path(spec).is_absolute() and not spec.startswith((".", "~")):
         cached = _hub_cache_config(spec)
         if cached:
             return json.loads(Path(cached).read_text(encoding="utf-8")), cached
@@ -526,7 +526,7 @@ class _Context:
         producing step's plan says it will write; else unknown."""
         if not data:
             return UNKNOWN  # "the newest one under results/": not knowable before the run
-        path = Path(data).expanduser()
+        path = repo_path(data)
         if (path / "version.json").is_file():
             return Count(json.loads((path / "version.json").read_text(encoding="utf-8"))["num_rows"])
         if path.suffix == ".jsonl" and path.is_file():
@@ -662,7 +662,6 @@ def plan_difficulty(step: Step, ctx: _Context) -> StagePlan:
 
 def plan_eval(step: Step, ctx: _Context) -> StagePlan:
     from ..evaluate.suites import load_suite, select
-    from ..paths import repo_path
 
     p = step.params
     suite = p["suite"]

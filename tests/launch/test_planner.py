@@ -183,7 +183,7 @@ def test_plan_8b_sft_step_matches_hand_calculation(tmp_path, qwen3_8b):
         # (~52.6*h bytes per token in bf16, tallied by hand below) and fp32 log-probs 4*s*V.
         "activations": 2 * s * H * L  # layer inputs
         + s * (2 * (8 * H) + 6 * (A * D + KV * D) + 4 * (A * D + KV * D) + 8 * FFN)  # norms, q/k norms, attention, MLP
-        + 4 * s * V,
+        + 4 * s * V,  # 4.26 GiB
         "logits": s * V * (2 + 4),  # bf16 logits + fp32 copy while the loss runs: 3.48 GiB
     }
     hand["total"] = sum(hand.values())
@@ -369,25 +369,44 @@ def test_kv_cache_estimate_matches_transformers_cache():
     assert kv_bytes_per_token(model_shape(SMALL)) * BATCH * 100 == measured
 
 
-def _fsdp_rank(rank: int, world: int, port: int, queue) -> None:
-    """One rank of a 2-process FSDP2 (fully_shard = ZeRO-3) AdamW step on CPU over gloo: report the
-    bytes of this rank's shards of weights, gradients and optimizer state."""
+def _fsdp_rank(rank: int, world: int, port: int, root: list, layers: list, queue) -> None:
+    """One rank of a 2-process FSDP2 (fully_shard = ZeRO-3) AdamW step on CPU over gloo, on modules
+    holding the small Qwen3's exact parameter shapes (one per decoder layer + the root: FSDP2 shards
+    and steps parameters, so the shapes are all that matters; torch alone keeps the ranks fast to
+    start). Reports the bytes of this rank's shards of weights, gradients and optimizer state."""
     import os
 
     import torch
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard
 
+    class Holder(torch.nn.Module):
+        def __init__(self, shapes):
+            super().__init__()
+            self.params = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(shape)) for shape in shapes)
+
+        def forward(self):
+            return sum((p * p).sum() for p in self.params)
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(Holder(shapes) for shapes in layers)
+            self.root = torch.nn.ParameterList(torch.nn.Parameter(torch.randn(shape)) for shape in root)
+
+        def forward(self):
+            return sum(layer() for layer in self.layers) + sum((p * p).sum() for p in self.root)
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = _small_model(torch.float32)
-        for layer in model.model.layers:
+        torch.manual_seed(0)
+        model = Model()
+        for layer in model.layers:
             fully_shard(layer)
         fully_shard(model)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        ids = torch.randint(0, SMALL["vocab_size"], (BATCH, 32))
-        model(input_ids=ids, labels=ids).loss.backward()
+        model().backward()
         opt.step()
         weights = sum(p.to_local().nbytes for p in model.parameters())
         grads = sum(p.grad.to_local().nbytes for p in model.parameters())
@@ -402,14 +421,19 @@ def _fsdp_rank(rank: int, world: int, port: int, queue) -> None:
 def test_zero3_sharding_matches_an_fsdp2_step_on_two_cpu_ranks():
     import socket
 
+    import torch
     import torch.multiprocessing as mp
 
+    qwen = _small_model(torch.float32)
+    layer_ids = {id(p) for p in qwen.model.layers.parameters()}
+    layers = [[tuple(p.shape) for p in layer.parameters()] for layer in qwen.model.layers]
+    root = [tuple(p.shape) for p in qwen.parameters() if id(p) not in layer_ids]
     with socket.socket() as s:  # a free port for the rendezvous
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_fsdp_rank, args=(rank, 2, port, queue)) for rank in range(2)]
+    procs = [ctx.Process(target=_fsdp_rank, args=(rank, 2, port, root, layers, queue)) for rank in range(2)]
     for p in procs:
         p.start()
     try:
@@ -422,3 +446,23 @@ def test_zero3_sharding_matches_an_fsdp2_step_on_two_cpu_ranks():
     for rank in measured:  # FSDP pads dim 0 of each parameter to a multiple of the world size
         for got, key in zip(rank, ("weights", "gradients", "optimizer")):
             assert within(mem[key], got, 0.01), (key, mem[key], got)
+
+
+def test_sft_rows_are_read_from_existing_data(tmp_path, qwen3_8b):
+    """A data file that exists gives an exact row count; max_samples caps it; max_steps overrides it."""
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]} for i in range(7)
+    ]
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    doc = {
+        "pipeline": "rows",
+        "steps": [{"notebook": "20_sft", "params": {"model": str(qwen3_8b), "data": str(data)}}],
+    }
+    path = tmp_path / "rows.yaml"
+    for params, sequences in (({}, Count(7)), ({"max_samples": 5}, Count(5)), ({"max_steps": 3}, Count(3 * 4 * 2))):
+        doc["steps"][0]["params"] |= params
+        path.write_text(yaml.safe_dump(doc))
+        (sft,) = plan_pipeline(path, Hardware(gpus=2), tmp_path / "results")
+        assert sft.details["sequences"] == sequences  # 20_sft.yaml: batch 4, 1 epoch; 2 GPUs
+        assert sft.tokens == Count(sequences.value * 512, False)
