@@ -741,6 +741,37 @@ def _gib(x: float) -> str:
     return f"{x / GIB:.2f}"
 
 
+_TRAIN_MEMORY = ("weights", "gradients", "optimizer", "gathered", "activations")
+
+
+def _train_lines(plan: StagePlan, hw: Hardware) -> list[str]:
+    mem, d = plan.memory, plan.details
+    parts = " | ".join(f"{key} {_gib(mem[key])}" for key in _TRAIN_MEMORY)
+    recompute = f" (x{d['recompute_factor']:.2f} hardware work for recompute)" if d["checkpointing"] else ""
+    return [
+        f"  batch     micro {d['micro_batch']} x {d['seq']} tokens, global {d['global_batch']} sequences, "
+        f"checkpointing {'on' if d['checkpointing'] else 'off'}",
+        f"  GiB/GPU   {parts} (checkpointed {_gib(mem['activations_ckpt'])} / none {_gib(mem['activations_none'])}) "
+        f"| logits {_gib(mem['logits'])} | total {_gib(mem['total'])} of {hw.gpu_mem_gib:g} -> "
+        f"{'fits' if plan.fits else 'DOES NOT FIT'}",
+        f"  tokens    {plan.tokens} (rows {d['rows']}, sequences {d['sequences']})   "
+        f"{d['formula']} = {plan.flops}{recompute}",
+    ]
+
+
+def _generate_lines(plan: StagePlan, hw: Hardware) -> list[str]:
+    mem, d = plan.memory, plan.details
+    return [
+        f"  GiB/GPU   {d['engine']}: weights {_gib(mem['weights'])} | KV cache {_gib(mem['kv_cache'])} "
+        f"({d['concurrent_sequences']} sequence(s) x {d['seq_tokens']} tokens, "
+        f"{mem['kv_per_token'] / 1024:.0f} KiB/token) | total {_gib(mem['total'])} of {hw.gpu_mem_gib:g} -> "
+        f"{'fits' if plan.fits else 'DOES NOT FIT'}; KV room for {mem['max_sequences']} full sequences",
+        f"  tokens    {plan.tokens} = generated {d['generated_tokens']} + prompts {d['prefill_tokens']} "
+        f"({d['prompts']} prompts x {d['samples_per_prompt']} samples x <= {d['max_new_tokens']} new)   "
+        f"{d['formula']} = {plan.flops}",
+    ]
+
+
 def format_plan(plans: list[StagePlan], hw: Hardware, source: str = "") -> str:
     w, g, k, _ = PRECISIONS[hw.precision]
     lines = [
@@ -751,70 +782,26 @@ def format_plan(plans: list[StagePlan], hw: Hardware, source: str = "") -> str:
     ]
     known, unknown = Count(0), []
     for plan in plans:
-        lines.append("")
-        lines.append(f"{plan.step}  [{plan.stage}, {plan.run_id}]  {plan.kind}")
+        lines += ["", f"{plan.step}  [{plan.stage}, {plan.run_id}]  {plan.kind}"]
         if plan.model:
             m = plan.model
             trainable = f", trainable {_num(m['trainable'])}" if m.get("trainable") not in (None, m["params"]) else ""
             lines.append(f"  model     {m['spec']}: {m['params']:,} parameters{trainable}  (config: {m['source']})")
-        mem, d = plan.memory, plan.details
         if plan.kind == "train":
-            lines.append(
-                f"  batch     micro {d['micro_batch']} x {d['seq']} tokens, global {d['global_batch']} sequences, "
-                f"checkpointing {'on' if d['checkpointing'] else 'off'}"
-            )
-            lines.append(
-                "  GiB/GPU   weights {} | gradients {} | optimizer {} | gathered {} | activations {} "
-                "(checkpointed {} / none {}) | logits {} | total {} of {:g} -> {}".format(
-                    *(
-                        _gib(mem[k])
-                        for k in (
-                            "weights",
-                            "gradients",
-                            "optimizer",
-                            "gathered",
-                            "activations",
-                            "activations_ckpt",
-                            "activations_none",
-                            "logits",
-                            "total",
-                        )
-                    ),
-                    hw.gpu_mem_gib,
-                    "fits" if plan.fits else "DOES NOT FIT",
-                )
-            )
-            lines.append(
-                f"  tokens    {plan.tokens} (rows {d['rows']}, sequences {d['sequences']})   "
-                f"{d['formula']} = {plan.flops}"
-                + (f" (x{d['recompute_factor']:.2f} hardware work for recompute)" if d["checkpointing"] else "")
-            )
+            lines += _train_lines(plan, hw)
         elif plan.kind == "generate":
-            lines.append(
-                f"  GiB/GPU   {d['engine']}: weights {_gib(mem['weights'])} | KV cache {_gib(mem['kv_cache'])} "
-                f"({d['concurrent_sequences']} sequence(s) x {d['seq_tokens']} tokens, "
-                f"{mem['kv_per_token'] / 1024:.0f} KiB/token) | total {_gib(mem['total'])} of {hw.gpu_mem_gib:g} -> "
-                f"{'fits' if plan.fits else 'DOES NOT FIT'}; KV room for {mem['max_sequences']} full sequences"
-            )
-            lines.append(
-                f"  tokens    {plan.tokens} = generated {d['generated_tokens']} + prompts {d['prefill_tokens']} "
-                f"({d['prompts']} prompts x {d['samples_per_prompt']} samples x <= {d['max_new_tokens']} new)   "
-                f"{d['formula']} = {plan.flops}"
-            )
+            lines += _generate_lines(plan, hw)
         if plan.kind != "data":
+            hours = plan.gpu_hours
+            wall = Count(None if hours.value is None else hours.value / hw.world, hours.exact)
             mfu = hw.mfu if plan.kind == "train" else hw.gen_mfu
-            wall = Count(
-                None if plan.gpu_hours.value is None else plan.gpu_hours.value / hw.world, plan.gpu_hours.exact
-            )
-            lines.append(f"  GPU-hours {plan.gpu_hours} at MFU {mfu:g}  (wall-clock {wall} h on {hw.world} GPU(s))")
-            if plan.gpu_hours.value is None:
+            lines.append(f"  GPU-hours {hours} at MFU {mfu:g}  (wall-clock {wall} h on {hw.world} GPU(s))")
+            if hours.value is None:
                 unknown.append(plan.step)
             else:
-                known = known + plan.gpu_hours
-        for note in plan.notes:
-            lines.append(f"  note      {note}")
-    lines.append("")
-    lines.append(f"total GPU-hours: {known}" + (f" + unknown for {', '.join(unknown)}" if unknown else ""))
+                known = known + hours
+        lines += [f"  note      {note}" for note in plan.notes]
+    lines += ["", f"total GPU-hours: {known}" + (f" + unknown for {', '.join(unknown)}" if unknown else "")]
     return "\n".join(lines)
 
 
