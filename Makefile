@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 PYTEST_ARGS ?=
 
-.PHONY: venv lint format test test-fast smoke demo lab sync-notebooks clean
+.PHONY: venv lint format test test-fast smoke demo lab sync-notebooks gpu-env-check clean
 
 venv: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ lab: venv
 # Regenerate each .ipynb from its py:percent twin (the .py is what we edit and review).
 sync-notebooks: venv
 	$(BIN)/jupytext --sync notebooks/*.py
+
+# Resolve the GPU environment (environment.yml, the `gpu` extra) against PyPI without installing it;
+# exits 1 on a version conflict (about 3 minutes).
+gpu-env-check: venv
+	PYTHON=$(BIN)/python tools/resolve_gpu_env.sh gpu,dev
 
 clean:
 	rm -rf $(VENV) results/*/ .pytest_cache
