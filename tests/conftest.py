@@ -111,3 +111,26 @@ def build_stage_config(stage: str, **overrides: Any):
 def stage_config():
     """stage_config(stage, **overrides) -> the validated stage dataclass (YAML defaults + overrides)."""
     return build_stage_config
+
+
+def pytest_configure(config):
+    """Code verification refuses to run model code without OS isolation (bubblewrap namespaces).
+    Where this machine cannot create them (e.g. a CI container without user namespaces), the
+    suite opts into the sandbox's weaker mode explicitly, so that HumanEval scoring and code
+    rewards still run; tests that need namespaces skip with the probe's reason."""
+    from nebula_utils.verifiers.sandbox import ENV_ALLOW_WEAK, sandbox_features
+
+    features = sandbox_features()
+    if features["isolation"] != "namespaces":
+        os.environ.setdefault(ENV_ALLOW_WEAK, "1")
+
+
+def pytest_report_header(config):
+    from nebula_utils.verifiers.sandbox import sandbox_features
+
+    f = sandbox_features()
+    why = f" ({f['namespaces_error']}; weak mode opted in for the suite)" if f["namespaces_error"] else ""
+    return (
+        f"code sandbox: isolation={f['isolation']}{why}, bwrap {f['bwrap_version'] or 'absent'}, "
+        f"landlock ABI {f['landlock_abi']}, process limit {f['process_limit']}"
+    )

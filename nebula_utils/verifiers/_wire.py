@@ -92,7 +92,9 @@ def to_wire(value, depth=0):
     if isinstance(value, range):
         return {"$": "range", "v": [value.start, value.stop, value.step]}
     kind = type(value).__name__
-    if kind in ("dict_keys", "dict_values", "dict_items"):
+    if kind == "dict_items":
+        return {"$": "items", "v": [[to_wire(k, d), to_wire(v, d)] for k, v in value]}
+    if kind in ("dict_keys", "dict_values"):
         return {"$": kind[5:], "v": [to_wire(v, d) for v in value]}
     if hasattr(type(value), "__next__") and hasattr(type(value), "__iter__"):
         items = []
