@@ -1,11 +1,18 @@
 """Verifications per second for each verifier on CPU, on real rows.
 
-    python benchmarks/verifiers.py [--data ../shared/data] [--n 200] [--code-n 64] [--workers 1,2,4]
+    python benchmarks/verifiers.py [--data ../shared/data] [--n 200] [--code-n 64] [--workers 1,2,4] [--rounds 3]
 
 math: GSM8K test solutions (or reasoning-gym gsm_symbolic items when ../shared is absent);
 ifeval: the real IFEval prompts with a fixed answer (skipped without ../shared);
 format: JSON-schema + sections + length references; code: HumanEval canonical solutions in the
 sandbox, once per worker count, run side by side in this process, printed as a ratio to 1 worker.
+
+Code, old vs new sandbox (--compare-old, on by default): the sandbox as of commit d25ad59 (the
+whole program in one process, verdict = "ran to its last line"; read with `git show` into a temp
+package) against today's (bubblewrap namespaces + a separate trusted test process + the plain-data
+channel), and today's in weak mode (same verdict split, no namespaces), on the same HumanEval
+canonical solutions, rounds interleaved old/new/weak so that machine noise hits all alike; the
+median round is reported with the new/old ratio (the cost of the new isolation).
 """
 
 from __future__ import annotations
@@ -13,8 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -22,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nebula_utils.verifiers import get_verifier, verify_batch  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+OLD_COMMIT = "d25ad59"
 
 
 def _jsonl(path: Path, n: int) -> list[dict]:
@@ -88,6 +101,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300, help="rows for math / ifeval / format")
     parser.add_argument("--code-n", type=int, default=64, help="HumanEval tasks per worker count")
     parser.add_argument("--workers", default="1,2,4", help="worker counts for the sandboxed code verifier")
+    parser.add_argument("--rounds", type=int, default=3, help="old-vs-new sandbox rounds (0: skip the comparison)")
     args = parser.parse_args()
     print(f"CPU cores: {os.cpu_count()}  OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     print(f"{'verifier':<10} {'rows':>5} {'verif/s':>9} {'pass':>6}  data")
@@ -120,6 +134,74 @@ def main() -> None:
             f"{'code':<10} {len(problems):>5} {per_s:>9.1f} {pass_rate:>6.2f}  "
             f"HumanEval canonical, sandbox, {workers} worker(s): {per_s / base:.2f}x vs 1 worker"
         )
+    if args.rounds:
+        compare_old(problems, [int(w) for w in args.workers.split(",")], args.rounds)
+
+
+def old_sandbox(folder: Path):
+    """The sandbox module as of OLD_COMMIT, imported from a temp package (None if git lacks it)."""
+    package = folder / "old_sandbox"
+    package.mkdir()
+    for name in ("sandbox.py", "_sandbox_child.py"):
+        shown = subprocess.run(
+            ["git", "show", f"{OLD_COMMIT}:nebula_utils/verifiers/{name}"], cwd=REPO, capture_output=True, text=True
+        )
+        if shown.returncode != 0:
+            return None
+        (package / name).write_text(shown.stdout)
+    (package / "__init__.py").write_text("")
+    sys.path.insert(0, str(folder))
+    import old_sandbox.sandbox as old
+
+    return old
+
+
+def compare_old(problems: list[dict], workers_list: list[int], rounds: int) -> None:
+    from nebula_utils.verifiers.code import CodeVerifier, build_program
+    from nebula_utils.verifiers.sandbox import sandbox_features
+
+    with tempfile.TemporaryDirectory() as tmp:
+        old = old_sandbox(Path(tmp))
+        if old is None:
+            print(f"old sandbox: commit {OLD_COMMIT} not in this clone; no side-by-side run")
+            return
+        old_limits = old.SandboxLimits(wall_seconds=10.0, cpu_seconds=10, memory_bytes=1024 << 20)
+        programs = [build_program(p["canonical_solution"], p)[0] for p in problems]  # the old verifier's program
+        solutions = [p["canonical_solution"] for p in problems]
+        new, weak = CodeVerifier(), CodeVerifier(isolation="weak")
+        features = sandbox_features()
+
+        def run_old(workers: int) -> list[bool]:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return [r.ok for r in pool.map(lambda prog: old.run_python(prog, old_limits), programs)]
+
+        def run_new(verifier, workers: int) -> list[bool]:
+            return [r.passed for r in verify_batch(verifier, solutions, problems, workers=workers)]
+
+        contenders = {"old (d25ad59)": run_old, "new": lambda w: run_new(new, w)}
+        if features["isolation"] == "namespaces":
+            contenders["new, weak mode"] = lambda w: run_new(weak, w)
+        print(
+            f"\ncode verifications/s, old vs new sandbox: {len(problems)} HumanEval canonical solutions, "
+            f"median of {rounds} interleaved rounds; new isolation here: {features['isolation']} "
+            f"(bwrap {features['bwrap_version'] or '-'}, process limit {features['process_limit']})"
+        )
+        print(f"{'workers':>7}  " + "  ".join(f"{name:>15}" for name in contenders) + "  new/old")
+        for workers in workers_list:
+            times: dict[str, list[float]] = {name: [] for name in contenders}
+            for _ in range(rounds):
+                for name, fn in contenders.items():
+                    start = time.perf_counter()
+                    passed = fn(workers)
+                    times[name].append(time.perf_counter() - start)
+                    assert all(passed), f"{name}: a canonical solution failed"
+            rates = {name: len(problems) / statistics.median(t) for name, t in times.items()}
+            ratio = rates["new"] / rates["old (d25ad59)"]
+            print(
+                f"{workers:>7}  "
+                + "  ".join(f"{r:>15.1f}" for r in rates.values())
+                + f"  {ratio:.2f}x ({1 / ratio:.2f}x the time per verification)"
+            )
 
 
 if __name__ == "__main__":

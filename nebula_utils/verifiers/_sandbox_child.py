@@ -204,7 +204,13 @@ def make_audit_hook(work, read_roots):
     is_a, any_of, tuple_of, len_of, int_t, str_t, bytes_t = isinstance, any, tuple, len, int, str, bytes
     obj_repr = object.__repr__
     die, blocked_exit, blocked_tag = _die, EXIT_BLOCKED, BLOCKED_TAG
-    deny_events, deny_imports, path_events, write_flags, here = DENY_EVENTS, DENY_IMPORTS, dict(PATH_EVENTS), WRITE_FLAGS, HERE
+    deny_events, deny_imports, path_events, write_flags, here = (
+        DENY_EVENTS,
+        DENY_IMPORTS,
+        dict(PATH_EVENTS),
+        WRITE_FLAGS,
+        HERE,
+    )
     work = realpath(work)
     readable = tuple_of(realpath(r) for r in read_roots) + (work,)
 
@@ -223,7 +229,9 @@ def make_audit_hook(work, read_roots):
 
     def shown(args):  # never calls the candidate's own __repr__
         return ", ".join(
-            str_t.__repr__(a)[:120] if type(a) is str_t else (obj_repr(a) if type(a) is not int_t else int_t.__repr__(a))
+            str_t.__repr__(a)[:120]
+            if type(a) is str_t
+            else (obj_repr(a) if type(a) is not int_t else int_t.__repr__(a))
             for a in args[:3]
         )
 

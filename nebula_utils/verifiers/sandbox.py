@@ -236,7 +236,7 @@ class _Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.002)
+            time.sleep(0.001)
         for _ in range(100):
             try:
                 self.path.rmdir()
@@ -244,7 +244,7 @@ class _Cgroup:
             except FileNotFoundError:
                 return
             except OSError:  # EBUSY while the last tasks are released
-                time.sleep(0.005)
+                time.sleep(0.001)
 
 
 def _bwrap_args(bwrap: str, read_roots: Sequence[str], limits: SandboxLimits, version: tuple[int, ...]) -> list[str]:
@@ -418,7 +418,7 @@ class _Sandbox:
         if self.cgroup is not None:
             cmd = self.cgroup.wrap(cmd)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
-        self.pidfd = None
+        self.pidfd = self._info_r = None
         self.start = time.monotonic()
         try:
             with open(self.out_path, "wb") as out_fh, open(self.err_path, "wb") as err_fh:
@@ -436,12 +436,20 @@ class _Sandbox:
         except BaseException:
             if self.cgroup is not None:
                 self.cgroup.kill_all()
+            if info_r is not None:
+                os.close(info_r)
             raise
         finally:
             if info_w is not None:
                 os.close(info_w)
         self._feed(json.dumps(job).encode("utf-8"))
-        if info_r is not None:
+        self._info_r = info_r
+
+    def attach(self) -> None:
+        """Take hold of the namespace's PID 1 (waits for bwrap to report it: call it after starting
+        whatever else runs alongside, so the two start-ups overlap)."""
+        if self._info_r is not None:
+            info_r, self._info_r = self._info_r, None
             self.pidfd = self._namespace_init(info_r)
 
     def _feed(self, data: bytes) -> None:
@@ -487,6 +495,7 @@ class _Sandbox:
     def stop(self) -> int | None:
         """Kill everything the run started, wait for it, and return the child's exit status
         (negative: killed by that signal, as subprocess reports it)."""
+        self.attach()
         if self.pidfd is not None:
             try:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
@@ -587,6 +596,7 @@ def run_python(
     base = Path(tempfile.mkdtemp(prefix="nebula-sandbox-"))
     try:
         box = _Sandbox(job, limits, mode, base, python=python, extra_read_roots=extra_read_roots)
+        box.attach()
         timed_out = False
         try:
             timed_out = not box.wait(limits.wall_seconds)
@@ -659,9 +669,12 @@ def run_tests(
         for fd in (req_w, resp_r):
             os.close(fd)
             ours.discard(fd)
+        box.attach()
         timed_out, verdict = False, None
         try:
-            out, _ = runner.communicate(runner.job, timeout=max(0.1, limits.wall_seconds - (time.monotonic() - box.start)))
+            out, _ = runner.communicate(
+                runner.job, timeout=max(0.1, limits.wall_seconds - (time.monotonic() - box.start))
+            )
             verdict = _parse_verdict(out)
         except subprocess.TimeoutExpired:
             timed_out = True
@@ -719,8 +732,11 @@ def _verdict_result(verdict, timed_out, rc, box, runner, limits, wall, mode) -> 
         return result(*_classify(rc, True, limits, None, out, out_size, err, err_size, wall))
     if verdict is None:
         runner_err, _ = _tail(box.base / "runner-stderr")
-        return result("setup_error", f"the test process ended without a verdict (exit {runner.returncode}): "
-                      f"{runner_err.strip().splitlines()[-1][:300] if runner_err.strip() else 'no output'}")
+        return result(
+            "setup_error",
+            f"the test process ended without a verdict (exit {runner.returncode}): "
+            f"{runner_err.strip().splitlines()[-1][:300] if runner_err.strip() else 'no output'}",
+        )
     if verdict["passed"] and verdict["status"] == "ok":
         return result("ok", "all tests passed", passed=True)
     status, reason = verdict["status"], verdict["reason"]

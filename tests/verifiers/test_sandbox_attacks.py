@@ -111,10 +111,7 @@ ATTACKS: dict[str, Attack] = {
         reason="sys._current_frames",
     ),
     "forge-always-equal-return": Attack(
-        "    class Equal:\n"
-        "        def __eq__(self, other):\n"
-        "            return True\n"
-        "    return Equal()\n",
+        "    class Equal:\n        def __eq__(self, other):\n            return True\n    return Equal()\n",
         both("error"),
         reason="cannot cross the sandbox channel",
     ),
@@ -124,7 +121,7 @@ ATTACKS: dict[str, Attack] = {
         reason="AssertionError",
     ),
     "forge-print-verdict": Attack(
-        "    print('{{\"passed\": true, \"status\": \"ok\", \"reason\": \"all tests passed\", \"calls\": 3}}')\n"
+        '    print(\'{{"passed": true, "status": "ok", "reason": "all tests passed", "calls": 3}}\')\n'
         "    print('all tests passed')\n"
         "    return 0\n",
         both("error"),
@@ -153,7 +150,9 @@ ATTACKS: dict[str, Attack] = {
         both("memory_limit", "cpu_limit"),
         notes="zero-filling 256 MiB can take the 1 s of CPU first on a loaded 2-core machine",
     ),
-    "huge-stdout": Attack("    import sys\n    while True:\n        sys.stdout.write('x' * 65536)\n", both("output_limit")),
+    "huge-stdout": Attack(
+        "    import sys\n    while True:\n        sys.stdout.write('x' * 65536)\n", both("output_limit")
+    ),
     "disk-fill": Attack(
         "    for i in range(1000):\n        open(f'fill{{i}}', 'wb').write(b'x' * (1 << 20))\n",
         ns("error"),
@@ -162,11 +161,16 @@ ATTACKS: dict[str, Attack] = {
     ),
     # --- processes ---
     "fork-bomb": Attack("    import os\n    while True:\n        os.fork()\n", both("blocked"), reason="os.fork"),
-    "subprocess": Attack("    import subprocess\n    subprocess.Popen(['sh', '-c', ':(){{ :|:& }};:'])\n", both("blocked")),
-    "multiprocessing": Attack(
-        "    import multiprocessing as mp\n    while True:\n        mp.Process(target=print).start()\n", both("blocked")
+    "subprocess": Attack(
+        "    import subprocess\n    subprocess.Popen(['sh', '-c', ':(){{ :|:& }};:'])\n", both("blocked")
     ),
-    "posix-spawn": Attack("    import os\n    os.posix_spawn('/bin/sh', ['sh', '-c', 'sleep 100 &'], {{}})\n", both("blocked")),
+    "multiprocessing": Attack(
+        "    import multiprocessing as mp\n    while True:\n        mp.Process(target=print).start()\n",
+        both("blocked"),
+    ),
+    "posix-spawn": Attack(
+        "    import os\n    os.posix_spawn('/bin/sh', ['sh', '-c', 'sleep 100 &'], {{}})\n", both("blocked")
+    ),
     "ctypes": Attack("    import ctypes\n    ctypes.CDLL(None).fork()\n", both("blocked"), reason="ctypes"),
     "fork-bomb-os-only": Attack(
         "    import os\n    while True:\n        os.fork()\n",
@@ -213,8 +217,12 @@ ATTACKS: dict[str, Attack] = {
     "create-in-host-dir": Attack("    open({host_new!r}, 'x').write('pwned')\n", HOST_PATH, reason=HOST_REASON),
     "remove-host-file": Attack("    import os\n    os.remove({host_file!r})\n", HOST_PATH, reason=HOST_REASON),
     "rmtree-host-dir": Attack("    import shutil\n    shutil.rmtree({host_dir!r})\n", HOST_PATH, reason=HOST_REASON),
-    "rename-host-file": Attack("    import os\n    os.rename({host_file!r}, {host_new!r})\n", HOST_PATH, reason=HOST_REASON),
-    "symlink-into-host-dir": Attack("    import os\n    os.symlink('/etc/passwd', {host_new!r})\n", HOST_PATH, reason=HOST_REASON),
+    "rename-host-file": Attack(
+        "    import os\n    os.rename({host_file!r}, {host_new!r})\n", HOST_PATH, reason=HOST_REASON
+    ),
+    "symlink-into-host-dir": Attack(
+        "    import os\n    os.symlink('/etc/passwd', {host_new!r})\n", HOST_PATH, reason=HOST_REASON
+    ),
     "overwrite-host-file-os-only": Attack(
         "    open({host_file!r}, 'w').write('pwned')\n", ns("error"), hook=False, reason="FileNotFoundError"
     ),
@@ -488,7 +496,9 @@ def test_refuses_without_namespaces_unless_weak_mode_is_chosen(monkeypatch):
     monkeypatch.setattr(sandbox, "sandbox_features", lambda: fake)
     monkeypatch.delenv(sandbox.ENV_ALLOW_WEAK, raising=False)
     program, _ = candidate_program("    return a + b\n", ADD)
-    with pytest.raises(sandbox.SandboxUnavailable, match="No permission to create new namespace.*NEBULA_SANDBOX_ALLOW_WEAK"):
+    with pytest.raises(
+        sandbox.SandboxUnavailable, match="No permission to create new namespace.*NEBULA_SANDBOX_ALLOW_WEAK"
+    ):
         run_tests(program, "add", ADD["test"], prelude=trusted_prelude(ADD["prompt"]), limits=LIMITS)
     with pytest.raises(sandbox.SandboxUnavailable):
         run_tests(program, "add", ADD["test"], limits=LIMITS, isolation="namespaces")

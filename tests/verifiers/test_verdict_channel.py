@@ -31,7 +31,10 @@ def verdict(program: str, test: str, prelude: str = "", entry: str = "f"):
         ("return x * 2", "for i in range(300):\n        assert candidate(i) == 2 * i"),
         ("return kw", "def f2(**kw): pass\n    assert candidate(1, kw={'a': (1,)}) == {'a': (1,)}"),
         ("return map(str, x)", "assert tuple(candidate([1, 2])) == ('1', '2') and candidate([1]) != ['1']"),
-        ("raise ValueError('bad ' + str(x))", "try:\n        candidate(1)\n    except ValueError as e:\n        assert str(e) == 'bad 1'\n    else:\n        assert False"),
+        (
+            "raise ValueError('bad ' + str(x))",
+            "try:\n        candidate(1)\n    except ValueError as e:\n        assert str(e) == 'bad 1'\n    else:\n        assert False",
+        ),
     ],
 )
 def test_values_behave_as_in_process(body, test):
@@ -52,7 +55,9 @@ def test_prompt_helpers_and_the_entry_point_by_name_are_trusted_copies():
 
 
 def test_in_place_mutation_is_not_seen_by_the_test():
-    res = verdict("def f(x):\n    x.append(9)\n", "def check(candidate):\n    a = [1]\n    candidate(a)\n    assert a == [1]\n")
+    res = verdict(
+        "def f(x):\n    x.append(9)\n", "def check(candidate):\n    a = [1]\n    candidate(a)\n    assert a == [1]\n"
+    )
     assert res.ok, res
 
 
@@ -77,11 +82,15 @@ def test_reasons_name_the_failing_line_and_the_candidate_line():
 def test_broken_references_are_setup_errors_not_candidate_failures():
     res = verdict("def f(x):\n    return x\n", "def chek(candidate):\n    pass\n")
     assert res.status == "setup_error" and "defines no check" in res.reason, res
-    res = verdict("def f(x):\n    return x\n", "def check(candidate):\n    pass\n", prelude="import not_a_module_xyz\n")
+    res = verdict(
+        "def f(x):\n    return x\n", "def check(candidate):\n    pass\n", prelude="import not_a_module_xyz\n"
+    )
     assert res.status == "setup_error" and "ModuleNotFoundError" in res.reason, res
 
 
 def test_reply_over_the_channel_cap_fails():
     limits = SandboxLimits(wall_seconds=5.0, cpu_seconds=3, channel_bytes=1000)
-    res = run_tests("def f():\n    return 'x' * 5000\n", "f", "def check(candidate):\n    candidate()\n", limits=limits)
+    res = run_tests(
+        "def f():\n    return 'x' * 5000\n", "f", "def check(candidate):\n    candidate()\n", limits=limits
+    )
     assert not res.ok and "exceeds the channel cap" in res.reason, res

@@ -20,7 +20,7 @@ VALUES = [
     float("inf"),
     float("-inf"),
     "",
-    "naïve ünïcode \n\t\"quotes\"",
+    'naïve ünïcode \n\t"quotes"',
     [1, [2, [3, []]]],
     (1, (2,), ()),
     {"a": 1, 2: "b", (3, 4): [5]},
