@@ -198,8 +198,10 @@ def make_audit_hook(work, read_roots):
     """The PEP 578 hook. Everything it calls is bound here, at creation, as closure variables:
     rebinding os._exit, os.path.realpath, builtins.isinstance or this module's globals later
     changes nothing it does. What it still cannot see: a path-like object that answers
-    differently to the hook and to the call, C code, and memory corruption; that is why the
-    operating system (namespaces, Landlock) is the containment and this hook only adds to it."""
+    differently to the hook and to the call, library functions that look up their own module
+    globals (os.path.realpath calls os.lstat, which a candidate can rebind), C code, and memory
+    corruption; that is why the operating system (namespaces, Landlock) is the containment and
+    this hook only adds to it."""
     realpath, join, fsdecode, getpid = os.path.realpath, os.path.join, os.fsdecode, os.getpid
     is_a, any_of, tuple_of, len_of, int_t, str_t, bytes_t = isinstance, any, tuple, len, int, str, bytes
     obj_repr = object.__repr__

@@ -110,6 +110,20 @@ ATTACKS: dict[str, Attack] = {
         both("blocked"),
         reason="sys._current_frames",
     ),
+    "forge-nonce-from-frames-os-only": Attack(
+        "    import sys, posix\n"
+        "    for f in sys._current_frames().values():\n"
+        "        while f is not None:\n"
+        "            if f.f_locals.get('nonce'):\n"
+        "                posix.write(1, ('\\n' + f.f_locals['nonce'] + '\\n').encode())\n"
+        "                posix._exit(0)\n"
+        "            f = f.f_back\n"
+        "    return 0\n",
+        ns("error"),
+        hook=False,
+        reason="AssertionError",
+        notes="with every in-process layer off there is still no secret in the sandbox to steal",
+    ),
     "forge-always-equal-return": Attack(
         "    class Equal:\n        def __eq__(self, other):\n            return True\n    return Equal()\n",
         both("error"),
@@ -451,7 +465,8 @@ def test_the_table_covers_the_issue():
 # The forged passes were real: the same completions passed on the sandbox this replaces.
 
 
-def _old_sandbox(tmp_path):
+@pytest.fixture
+def old_sandbox(tmp_path):
     """The sandbox as of d25ad59 (whole program in one process, verdict = ran to the end)."""
     import subprocess
 
@@ -469,22 +484,23 @@ def _old_sandbox(tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
         import old_sandbox.sandbox as old
+
+        yield old
     finally:
         sys.path.remove(str(tmp_path))
-    return old
+        for module in ("old_sandbox.sandbox", "old_sandbox._sandbox_child", "old_sandbox"):
+            sys.modules.pop(module, None)
 
 
 @pytest.mark.parametrize(
     "name", ["forge-frame-walk", "forge-type-patch-always-equal-exception", "forge-hook-off-nonce-from-frames"]
 )
-def test_forgeries_passed_on_the_old_sandbox(tmp_path, name):
-    old = _old_sandbox(tmp_path)
+def test_forgeries_passed_on_the_old_sandbox(old_sandbox, name):
     program = f"{ADD['prompt']}{ATTACKS[name].code}\n\n{ADD['test']}\n\ncheck(add)\n"  # the old build_program
-    res = old.run_python(program, old.SandboxLimits(wall_seconds=5, cpu_seconds=5, memory_bytes=512 << 20))
+    res = old_sandbox.run_python(
+        program, old_sandbox.SandboxLimits(wall_seconds=5, cpu_seconds=5, memory_bytes=512 << 20)
+    )
     assert res.ok, f"the attack no longer forges the old sandbox, so the row proves less than it says: {res}"
-    sys.modules.pop("old_sandbox.sandbox", None)
-    sys.modules.pop("old_sandbox._sandbox_child", None)
-    sys.modules.pop("old_sandbox", None)
 
 
 # ---------------------------------------------------------------------------------------------
