@@ -211,6 +211,17 @@ def _pids_cgroup_parent() -> Path | None:
     return None
 
 
+def _sweep_stale_cgroups(parent: Path) -> None:
+    """Remove per-run cgroups left by processes that died mid-run (empty ones whose owner is gone)."""
+    for folder in (parent / "nebula-sandbox").glob("*-*"):
+        owner = folder.name.split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            try:
+                folder.rmdir()
+            except OSError:  # still has tasks: leave it
+                pass
+
+
 class _Cgroup:
     """One run's pids cgroup: processes join it through a `sh` wrapper before exec'ing bwrap,
     so every process the candidate creates is counted against pids.max and can be listed."""
@@ -306,6 +317,8 @@ def sandbox_features() -> dict:
     why_not = _probe_namespaces(bwrap, version)
     root = os.geteuid() == 0
     cgroup = _pids_cgroup_parent()
+    if cgroup is not None:
+        _sweep_stale_cgroups(cgroup)
     return {
         "isolation": "weak" if why_not else "namespaces",
         "namespaces_error": why_not,
