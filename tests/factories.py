@@ -99,3 +99,28 @@ def balanced_steps(path: Path) -> list[dict]:
         assert s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"], s
         assert s["count_in"] == s["count_out"] + sum(s["drop_reasons"].values()), s
     return steps
+
+
+def rl_version(out: Path, rows: list[dict]) -> Path:
+    """An `rl` data version from short rows {prompt, verifier, reference[, difficulty, task]}."""
+    from nebula_utils.data.manifests import processing_step
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.versions import save_version
+
+    full = [
+        {
+            "id": f"test:{i}",
+            "source": "test",
+            "license": "MIT",
+            "task": r.get("task", "math_reasoning"),
+            "prompt": r["prompt"],
+            "messages": [{"role": "user", "content": r["prompt"]}],
+            "verifier": r["verifier"],
+            "reference": r["reference"],
+            "difficulty": r.get("difficulty"),
+        }
+        for i, r in enumerate(rows)
+    ]
+    step = processing_step("test_rows", count_in=len(full), count_out=len(full))
+    save_version(to_dataset("rl", full), out, "rl", {"name": "test", "path": "tests", "license": "MIT"}, [step])
+    return out
