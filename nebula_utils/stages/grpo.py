@@ -153,7 +153,7 @@ class GRPOStageConfig(StageConfig):
             weight_decay=self.weight_decay,
             beta=self.beta,
             epsilon=self.epsilon,
-            epsilon_high=self.epsilon_high or None,
+            epsilon_high=self.epsilon_high or self.epsilon,
             loss_type=self.loss_type,
             scale_rewards=self.scale_rewards,
             num_iterations=self.num_iterations,
