@@ -45,6 +45,7 @@ run_id: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 data: str = ""
 difficulties: list = []
+tasks: list = []
 max_prompts: int = 0
 heldout_prompts: int = 16
 heldout_samples: int = 2
@@ -95,11 +96,13 @@ run.run_id
 # train and held-out split per task and verifier.
 
 # %%
-pool, bands = rl.load_rl_prompts(cfg.data, cfg.difficulties, cfg.max_prompts, cfg.seed)
+pool, bands = rl.load_rl_prompts(cfg.data, cfg.difficulties, cfg.max_prompts, cfg.seed, cfg.tasks)
 rl.check_verifiers(pool, cfg.reward_weights)
 train_ds, heldout = rl.split_heldout(pool, cfg.heldout_prompts, cfg.seed)
 band_counts, split_counts = stage.pool_table(bands, train_ds, heldout)
-print(f"training on difficulties {cfg.difficulties or 'all'}: {len(train_ds)} prompts, {len(heldout)} held out")
+print(
+    f"difficulties {cfg.difficulties or 'all'}, tasks {cfg.tasks or 'all'}: {len(train_ds)} prompts, {len(heldout)} held out"
+)
 display(band_counts)
 split_counts
 

@@ -40,6 +40,7 @@ class GRPOStageConfig(StageConfig):
     difficulties: list[str] = doc(
         "difficulty bands to train on (easy | medium | hard, 13_difficulty's labels); [] = every prompt"
     )
+    tasks: list[str] = doc("tasks to train on (math_reasoning, complex_if, code, ...); [] = every task")
     max_prompts: int = doc("0 = every prompt of the bands; else a seeded sample of this many")
     heldout_prompts: int = doc("prompts held out of training: initial vs final policy pass rate and hacking flags")
     heldout_samples: int = doc("completions per held-out prompt for that check")

@@ -43,12 +43,19 @@ RL_COLUMNS = ("id", "task", "verifier", "reference", "difficulty")
 # --------------------------------------------------------------------------- prompt pools
 
 
-def load_rl_prompts(path: str | Path, difficulties: Sequence[str] = (), max_prompts: int = 0, seed: int = 0):
+def load_rl_prompts(
+    path: str | Path,
+    difficulties: Sequence[str] = (),
+    max_prompts: int = 0,
+    seed: int = 0,
+    tasks: Sequence[str] = (),
+):
     """An `rl` data version (or .jsonl of rl rows) as GRPO prompts: `prompt` is the chat (so TRL
     applies the chat template), plus id, task, verifier, reference and difficulty.
 
     difficulties: keep rows whose `difficulty` label is one of these ([] = every row, unlabelled
-    included). Returns (dataset, {band: rows before filtering}).
+    included); tasks: keep rows of these tasks ([] = all). Returns (dataset, {band: rows of the
+    kept tasks before the difficulty filter}).
     """
     import datasets
 
@@ -66,6 +73,12 @@ def load_rl_prompts(path: str | Path, difficulties: Sequence[str] = (), max_prom
         raise ValueError(f"{path}: RL data needs columns messages, verifier, reference; missing {missing}")
     if "difficulty" not in ds.column_names:
         ds = ds.add_column("difficulty", [None] * len(ds))
+    if tasks:
+        found = Counter(ds["task"]) if "task" in ds.column_names else Counter()
+        absent = [t for t in tasks if t not in found]
+        if absent:  # a typo must not silently train on the other tasks only
+            raise ValueError(f"{path}: no prompt of task {absent[0]!r} (tasks here: {dict(found)})")
+        ds = ds.filter(lambda t: t in set(tasks), input_columns="task")
     bands = Counter(d or UNLABELLED for d in ds["difficulty"])
     if difficulties:
         if set(bands) == {UNLABELLED}:

@@ -165,6 +165,17 @@ def test_difficulty_filter(tmp_path):
         rl.load_rl_prompts(tmp_path / "missing")
 
 
+def test_task_filter(tmp_path):
+    chat = {"prompt": "Reply in one word.", "task": "general_chat", "verifier": "format"}
+    rows = math_rows(2) + [chat | {"reference": json.dumps({"max_words": 1})}]
+    data = rl_version(tmp_path / "rl", rows)
+    pool, _ = rl.load_rl_prompts(data, tasks=["math_reasoning"])
+    assert pool["task"] == ["math_reasoning"] * 2
+    assert len(rl.load_rl_prompts(data, tasks=["math_reasoning", "general_chat"])[0]) == 3
+    with pytest.raises(ValueError, match="no prompt of task 'math'"):  # a typo is an error, not a smaller pool
+        rl.load_rl_prompts(data, tasks=["math_reasoning", "math"])
+
+
 # --------------------------------------------------------------------------- held-out check and audit
 
 
