@@ -38,3 +38,12 @@ def test_smoke_pipeline_runs_twice_with_identical_metrics(tmp_path, monkeypatch,
     run_pipeline(second, echo=print)
     for a, b in zip(first.steps, second.steps):
         assert science_metrics(a.run_dir) == science_metrics(b.run_dir), a.name
+
+
+def test_smoke_plan_covers_grpo_through_the_runner(tmp_path):
+    pipe = load_pipeline(SMOKE, tmp_path)
+    grpo = pipe.step("40_grpo")
+    assert grpo.upstream == ["16_curriculum"] and grpo.params["data"].endswith("/rl_pool")
+    assert grpo.params["model"] == "tiny-random"  # from the base: shared by the SFT ablations
+    p = grpo.params
+    assert (p["max_steps"], p["num_generations"], p["prompts_per_step"], p["max_completion_length"]) == (2, 2, 2, 8)
