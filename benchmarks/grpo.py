@@ -2,12 +2,16 @@
 alone, and the pass rate before/after on held-out medium-difficulty prompts.
 
     OMP_NUM_THREADS=2 python benchmarks/grpo.py [--model packaged:smollm2-135m-instruct]
-        [--per-task 16] [--steps 8] [--group 4] [--prompts-per-step 4] [--max-new-tokens 64]
-        [--heldout 8] [--heldout-samples 4] [--lr 1e-5] [--beta 0.04]
+        [--prompts 24] [--terms 2] [--max-digits 2] [--steps 4] [--group 4] [--prompts-per-step 4]
+        [--max-new-tokens 64] [--temperature 0.7] [--hard-at-most 0.0] [--easy-above 0.5]
+        [--heldout 4] [--heldout-samples 4] [--lr 1e-5] [--beta 0.04]
 
-1. Grades reasoning-gym math prompts (the RL mix's tasks) with the model itself: 4 samples each at
-   the GRPO sampling settings, through the 13_difficulty library (data.difficulty.grade).
-2. Keeps the medium band (pass rate in (0.25, 0.75]); holds `--heldout` prompts out.
+1. Grades reasoning-gym chain_sum prompts with the model itself: 4 samples each at the GRPO
+   sampling settings, through the 13_difficulty library (data.difficulty.grade). The defaults are
+   sized for SmolLM2-135M: at the RL mix's own settings (2-6 terms of up to 4 digits, 64 tokens)
+   it solved 1 of 48 prompts sometimes (47 hard), so two 1-2 digit terms, and "medium" is pass
+   rate in (0, 0.5]: solved at least once in 4 but at most half the time.
+2. Keeps the medium band; holds `--heldout` prompts out.
 3. Baseline, same process: one step's rollout (prompts_per_step x group completions) generated
    alone with the workbench generator on the same weights, twice; then GRPO (nebula_utils.train.grpo,
    the 40_grpo trainer) for `--steps` steps. The ratio step / rollout says how much of a step is
@@ -24,18 +28,17 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS = ("chain_sum", "simple_equations", "leg_counting")  # params/stages/10_data_sft_mix.yaml rl_math_tasks
-
 
 def grade_pool(args, generator):
     from nebula_utils.data.difficulty import grade
     from nebula_utils.data.sources import RL_SEED_OFFSET, reasoning_gym_rl
     from nebula_utils.inference.generation import SamplingParams
 
-    rows = [r for t in TASKS for r in reasoning_gym_rl(t, args.per_task, RL_SEED_OFFSET).dataset]
-    params = SamplingParams(n=4, max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, seed=0)
+    config = {"min_terms": args.terms, "max_terms": args.terms, "min_digits": 1, "max_digits": args.max_digits}
+    rows = list(reasoning_gym_rl("chain_sum", args.prompts, RL_SEED_OFFSET, config).dataset)
+    params = SamplingParams(n=4, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=0)
     start, cpu = time.perf_counter(), time.process_time()
-    graded = grade(generator, rows, params, hard_at_most=0.25, easy_above=0.75, workers=1)
+    graded = grade(generator, rows, params, hard_at_most=args.hard_at_most, easy_above=args.easy_above, workers=1)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     bands = {b: sum(r["difficulty"] == b for r in graded.rows) for b in ("easy", "medium", "hard")}
     print(f"graded {len(graded.rows)} prompts x 4 samples in {wall:.0f} s wall / {cpu:.0f} s CPU: {bands}", flush=True)
@@ -81,6 +84,7 @@ def stage_config(args, data: Path):
         "heldout_samples": args.heldout_samples,
         "learning_rate": args.lr,
         "beta": args.beta,
+        "temperature": args.temperature,
     }
     return build_config(GRPOStageConfig, "40_grpo", values, "benchmarks/grpo.py")
 
@@ -90,7 +94,9 @@ def rollout_alone(trainer, prompts, cfg) -> tuple[float, float, int]:
     from nebula_utils.inference.generation import SamplingParams, TransformersGenerator
 
     gen = TransformersGenerator(trainer.model, trainer.processing_class, batch_size=len(prompts))
-    params = SamplingParams(n=cfg.num_generations, max_new_tokens=cfg.max_completion_length, temperature=1.0, seed=1)
+    params = SamplingParams(
+        n=cfg.num_generations, max_new_tokens=cfg.max_completion_length, temperature=cfg.temperature, seed=1
+    )
     trainer.model.eval()
     start, cpu = time.perf_counter(), time.process_time()
     groups = gen.generate_full(prompts, params)
@@ -102,12 +108,17 @@ def rollout_alone(trainer, prompts, cfg) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
-    parser.add_argument("--per-task", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=24)
+    parser.add_argument("--terms", type=int, default=2)
+    parser.add_argument("--max-digits", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--hard-at-most", type=float, default=0.0)
+    parser.add_argument("--easy-above", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--group", type=int, default=4)
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--heldout", type=int, default=8)
+    parser.add_argument("--heldout", type=int, default=4)
     parser.add_argument("--heldout-samples", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--beta", type=float, default=0.04)

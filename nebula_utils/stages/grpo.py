@@ -66,7 +66,9 @@ class GRPOStageConfig(StageConfig):
     scale_rewards: str = doc("advantage scaling: group (divide by the group's std) | batch | none (Dr. GRPO)")
     num_iterations: int = doc("PPO epochs per generated batch (mu); 1 = fully on-policy")
     max_completion_length: int = doc("token budget per completion; longer ones are truncated")
-    temperature: float = doc("rollout sampling temperature")
+    temperature: float = doc(
+        "rollout sampling temperature (13_difficulty grades at 0.7 by default: keep them equal so a band means the same)"
+    )
     top_p: float = doc("rollout nucleus sampling mass")
     mask_truncated_completions: bool = doc("leave truncated completions out of the loss (DAPO)")
     filter_zero_variance: bool = doc(

@@ -5,6 +5,7 @@ batch, parameters that move, the prompt pool's difficulty filter, and the hackin
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -159,6 +160,9 @@ def test_difficulty_filter(tmp_path):
         rl.load_rl_prompts(unlabelled, ["medium"])
     with pytest.raises(ValueError, match="no training prompt"):
         rl.split_heldout(pool, 2)
+    cfg = SimpleNamespace(prompts_per_step=4)
+    with pytest.raises(ValueError, match="has 2 prompts, fewer than prompts_per_step=4"):
+        rl.build_trainer(cfg, tmp_path, pool)
     with pytest.raises(ValueError, match=r"verifier\(s\) \['math'\]"):
         rl.check_verifiers(pool, {"ifeval": 1.0})
     with pytest.raises(FileNotFoundError, match="no RL data"):
