@@ -62,7 +62,9 @@ run = start_run("82_ablation_grpo_difficulty", globals())
 cfg = run.config
 bands, rows = ab.load_variants(cfg)
 trees = [lin.lineage(r.path) for r in bands]
-baseline_label = bands[rp.baseline_index(bands, cfg.baseline)].label
+baseline_label = bands[rp.baseline_index(bands, cfg.baseline)].label if bands else ""
+if not bands:
+    display(Markdown(ab.NO_RUNS))
 
 # %% [markdown]
 # ## The variants
@@ -73,7 +75,8 @@ baseline_label = bands[rp.baseline_index(bands, cfg.baseline)].label
 # %%
 grid = ab.grid_table(bands, trees)
 budgets = set(grid.get("budget (completions)", []))
-print("equal budget: " + (f"yes, {budgets.pop()} completions per band" if len(budgets) == 1 else f"NO: {budgets}"))
+if bands:
+    print("equal budget: " + (f"yes, {budgets.pop()} completions per band" if len(budgets) == 1 else f"NO: {budgets}"))
 grid
 
 # %% [markdown]
@@ -82,26 +85,28 @@ grid
 # suite's dev benchmarks and their unweighted average.
 
 # %%
-lift = None
-if cfg.base_run:
-    lift = rp.comparison(rows, "base", cfg.bootstrap_resamples, cfg.seed, cfg.target_effect)
+lift = (
+    rp.comparison(rows, "base", cfg.bootstrap_resamples, cfg.seed, cfg.target_effect)
+    if len(rows) > len(bands)
+    else None
+)
+if lift is not None:
     display(Markdown(rp.results_text(lift, "base", cfg.target_effect)))
     display(HTML(rh.results_table(lift, rows, "base")))
     plots.plot_deltas(lift)
     plt.show()
-else:
-    print("base_run is empty: no starting-model row, so no lift")
 
 # %% [markdown]
 # ## The bands against each other
 # Every band against the `baseline` band, paired by item: this is the ablation's own question.
 
 # %%
-pairwise = rp.comparison(bands, cfg.baseline, cfg.bootstrap_resamples, cfg.seed, cfg.target_effect)
-display(Markdown(rp.results_text(pairwise, baseline_label, cfg.target_effect)))
-display(HTML(rh.results_table(pairwise, bands, baseline_label, number=2)))
-plots.plot_deltas(pairwise)
-plt.show()
+pairwise = rp.comparison(bands, cfg.baseline, cfg.bootstrap_resamples, cfg.seed, cfg.target_effect) if bands else None
+if pairwise is not None:
+    display(Markdown(rp.results_text(pairwise, baseline_label, cfg.target_effect)))
+    display(HTML(rh.results_table(pairwise, bands, baseline_label, number=2)))
+    plots.plot_deltas(pairwise)
+    plt.show()
 
 # %% [markdown]
 # ## Training signal per band
@@ -118,7 +123,8 @@ plt.show()
 # change of `target_effect` (default: the paper's +1.29 points) would need.
 
 # %%
-display(HTML(rh.power_table(pairwise, baseline_label, cfg.target_effect)))
+if pairwise is not None:
+    display(HTML(rh.power_table(pairwise, baseline_label, cfg.target_effect)))
 
 # %% [markdown]
 # ## Conclusion
@@ -126,12 +132,12 @@ display(HTML(rh.power_table(pairwise, baseline_label, cfg.target_effect)))
 # *no detectable effect* otherwise, with the MDE saying how large a change could have shown.
 
 # %%
-display(Markdown(ab.conclusion(lift, pairwise, baseline_label, cfg.target_effect)))
+display(Markdown(ab.conclusion(lift, pairwise, baseline_label, cfg.target_effect) if bands else ab.NO_RUNS))
 
 # %%
-atomic_write_text(run.path("pairwise.csv"), pairwise.to_csv(index=False))
-if lift is not None:
-    atomic_write_text(run.path("lift.csv"), lift.to_csv(index=False))
+for name, table in (("pairwise", pairwise), ("lift", lift)):
+    if table is not None:
+        atomic_write_text(run.path(f"{name}.csv"), table.to_csv(index=False))
 run.finish(
     metrics={"ablation/variants": {"value": len(bands), "n": len(bands)}} | ab.ablation_metrics(lift, pairwise),
     report_html=str(

@@ -60,16 +60,58 @@ class AblationGRPODifficultyConfig(StageConfig):
 # --------------------------------------------------------------------------- reading the variants
 
 
+NO_RUNS = (
+    "**No variants to compare yet.** Run the ablation (`nebula run params/ablations/grpo_difficulty.yaml`, "
+    "which renders this notebook at the end) or pass `runs`, `labels` and `base_run`."
+)
+ABLATIONS = ("grpo_difficulty", "grpo_difficulty_smoke")  # params/ablations/*.yaml using this notebook
+EVAL_STEP, BASE_STEP = "60_eval_reasoning_grpo", "60_eval_reasoning_base"
+
+
+def find_ablation_runs(root: Path) -> tuple[list[str], list[str], str] | None:
+    """(runs, labels, base_run) of the newest finished grpo_difficulty ablation under a results root,
+    read from its ablation.json (what a notebook opened with empty `runs` shows); None if none."""
+    from ..io import read_json
+    from ..runs import is_complete
+
+    found = []
+    for name in ABLATIONS:
+        record = Path(root) / name / "ablation.json"
+        if not record.is_file():
+            continue
+        variants = read_json(record)["variants"]
+        folder = record.parent
+        runs = [folder / v["steps"].get(EVAL_STEP, "") for v in variants]
+        if variants and all(is_complete(r, r.name) for r in runs):
+            labels = ["+".join(v["point"].get("40_grpo_reasoning.difficulties") or ["all"]) for v in variants]
+            base = folder / variants[0]["steps"].get(BASE_STEP, "")
+            found.append(
+                (
+                    record.stat().st_mtime,
+                    [str(r) for r in runs],
+                    labels,
+                    str(base) if is_complete(base, base.name) else "",
+                )
+            )
+    return max(found)[1:] if found else None
+
+
 def load_variants(cfg: AblationGRPODifficultyConfig) -> tuple[list[Any], list[Any]]:
-    """(band rows, every row): the variants' eval runs, with the starting model's first as 'base'."""
+    """(band rows, every row): the variants' eval runs, with the starting model's first as 'base'.
+    With empty `runs` (a notebook opened as is), the newest finished grpo_difficulty ablation under
+    the results root; ([], []) when there is none."""
+    from ..paths import results_root
     from ..report import compare as rp
 
-    if not cfg.runs:
-        raise ConfigError(
-            "key 'runs': give the variants' evaluation runs (`nebula run params/ablations/grpo_difficulty.yaml` does)"
-        )
-    bands = rp.load_runs(cfg.runs, cfg.labels)
-    rows = ([rp.load_run(cfg.base_run, "base")] if cfg.base_run else []) + bands
+    runs, labels, base_run = cfg.runs, cfg.labels, cfg.base_run
+    if not runs:
+        found = find_ablation_runs(results_root())
+        if found is None:
+            return [], []
+        runs, labels, base_run = found
+        print(f"runs: the newest finished grpo_difficulty ablation under {results_root()}")
+    bands = rp.load_runs(runs, labels)
+    rows = ([rp.load_run(base_run, "base")] if base_run else []) + bands
     return bands, rows
 
 
@@ -218,7 +260,7 @@ def conclusion(lift: Any | None, pairwise: Any, baseline: str, target_effect: fl
     return "\n".join(lines)
 
 
-def ablation_metrics(lift: Any | None, pairwise: Any) -> dict[str, dict[str, Any]]:
+def ablation_metrics(lift: Any | None, pairwise: Any | None) -> dict[str, dict[str, Any]]:
     """metrics.json entries: ablation/lift/<band> and ablation/vs_<baseline>/<band> for the suite
     average (value, n paired, 95% CI) with their MDEs."""
     out = {}
