@@ -7,6 +7,8 @@ Format (`params/ablations/<name>.yaml`):
     description: one line
     base: params/pipelines/smoke.yaml       # relative to the repository root (or absolute)
     overrides: {20_sft.max_steps: 8}        # optional, applied to every variant
+    drop: [60_eval_unseen]                  # optional: base steps no variant runs (an ablation is a
+                                            # decision, and decisions never read the unseen part)
     grid:                                   # the cartesian product of the value lists
       20_sft.learning_rate: [1.0e-5, 2.0e-5]  # <step>.<key>: that step only
       seed: [0, 1]                          # <key>: every step whose stage declares the key
@@ -14,6 +16,10 @@ Format (`params/ablations/<name>.yaml`):
       step: 60_eval_sft                     # the step of each variant whose run folder is a row
       baseline: 0                           # index of a variant, or its label
       params: {bootstrap_resamples: 1000}   # any other 90_report parameter
+      notebook: 82_ablation_grpo_difficulty # optional: an ablation notebook instead of 90_report; it
+                                            # takes runs/labels/baseline/report_name like 90_report,
+                                            # and its params may name a step every variant shares
+                                            # (`base_run: "@60_eval_base"`)
 
 Each variant is the base pipeline with the grid point applied. Every step's run id comes from its
 resolved config (see pipeline.py), and all variants write into one results folder, so a step whose
@@ -35,8 +41,8 @@ from .paths import PARAMS_DIR, repo_path
 from .pipeline import Pipeline, Step, build_step, expand_extends, pipeline_from_doc
 from .stages import stage_config_class
 
-ABLATION_KEYS = {"ablation", "description", "base", "overrides", "grid", "report"}
-REPORT_KEYS = {"step", "baseline", "labels", "params"}
+ABLATION_KEYS = {"ablation", "description", "base", "overrides", "drop", "grid", "report"}
+REPORT_KEYS = {"step", "baseline", "labels", "params", "notebook"}
 REPORT_NOTEBOOK = "90_report"
 
 
@@ -137,15 +143,42 @@ def _report_step(
     bad = sorted(set(spec) - REPORT_KEYS)
     if bad:
         raise ConfigError(f"{path}: report: unknown key '{bad[0]}' (allowed: {', '.join(sorted(REPORT_KEYS))})")
-    done = {f"variant{i}": v.pipeline.step(spec["step"]) for i, v in enumerate(variants)}
+    rows = {f"variant{i}": v.pipeline.step(spec["step"]) for i, v in enumerate(variants)}
+    # `@<step>` in the report's params may name a step whose run is the same in every variant.
+    shared = {
+        s.name: s
+        for s in variants[0].pipeline.steps
+        if all(any(o.run_id == s.run_id and o.name == s.name for o in v.pipeline.steps) for v in variants)
+    }
+    done = shared | rows
     params = {
-        "runs": [f"@{k}" for k in done],
+        "runs": [f"@{k}" for k in rows],
         "labels": spec.get("labels") or [v.label for v in variants],
         "baseline": spec.get("baseline", 0),
         "report_name": doc["ablation"],
     } | (spec.get("params") or {})
-    raw = {"notebook": REPORT_NOTEBOOK, "name": REPORT_NOTEBOOK, "params": params}
+    notebook = str(spec.get("notebook", REPORT_NOTEBOOK))
+    raw = {"notebook": notebook, "name": notebook, "params": params}
     return build_step(raw, f"{path}: report", {}, done, root, params_dir)
+
+
+def _drop_steps(base: dict[str, Any], drop: Any, path: Path) -> None:
+    """Remove the base pipeline's report steps and the steps named in `drop`."""
+    if not isinstance(drop, list) or not all(isinstance(d, str) for d in drop):
+        raise ConfigError(f"{path}: 'drop' must be a list of step names")
+    names = [str(s.get("name", s.get("notebook"))) for s in base["steps"] if isinstance(s, dict)]
+    unknown = [d for d in drop if d not in names]
+    if unknown:
+        raise ConfigError(
+            f"{path}: drop: no step named '{unknown[0]}' in the base pipeline (steps: {', '.join(names)})"
+        )
+    base["steps"] = [
+        s
+        for s in base["steps"]
+        if not (
+            isinstance(s, dict) and (s.get("notebook") == REPORT_NOTEBOOK or s.get("name", s.get("notebook")) in drop)
+        )
+    ]
 
 
 def load_ablation(path: str | Path, results_root: str | Path | None = None, params_dir: Path = PARAMS_DIR) -> Ablation:
@@ -154,9 +187,8 @@ def load_ablation(path: str | Path, results_root: str | Path | None = None, para
     name = str(doc.get("ablation") or path.stem)
     doc["ablation"] = name
     base = expand_extends(load_yaml(base_path), base_path)
-    base["steps"] = [
-        s for s in base.get("steps") or [] if not (isinstance(s, dict) and s.get("notebook") == REPORT_NOTEBOOK)
-    ]
+    base["steps"] = list(base.get("steps") or [])
+    _drop_steps(base, doc.get("drop") or [], path)
     for axis, value in (doc.get("overrides") or {}).items():
         _apply(base, axis, value, f"{path}: overrides '{axis}'")
     axes = list(grid)

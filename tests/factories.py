@@ -111,3 +111,28 @@ EVAL_SMOKE = {
     "data_root": "/nonexistent/shared/data",
     "bootstrap_resamples": 200,
 }
+
+
+def rl_version(out: Path, rows: list[dict]) -> Path:
+    """An `rl` data version from short rows {prompt, verifier, reference[, difficulty, task]}."""
+    from nebula_utils.data.manifests import processing_step
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.versions import save_version
+
+    full = [
+        {
+            "id": f"test:{i}",
+            "source": "test",
+            "license": "MIT",
+            "task": r.get("task", "math_reasoning"),
+            "prompt": r["prompt"],
+            "messages": [{"role": "user", "content": r["prompt"]}],
+            "verifier": r["verifier"],
+            "reference": r["reference"],
+            "difficulty": r.get("difficulty"),
+        }
+        for i, r in enumerate(rows)
+    ]
+    step = processing_step("test_rows", count_in=len(full), count_out=len(full))
+    save_version(to_dataset("rl", full), out, "rl", {"name": "test", "path": "tests", "license": "MIT"}, [step])
+    return out

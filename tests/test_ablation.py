@@ -193,3 +193,64 @@ def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
     assert "90_report-" in lines[-1]
     only = cli("--only", "20_sft")
     assert only.returncode == 2 and "--only/--from" in only.stderr
+
+
+GRPO_DIFFICULTY = REPO / "params" / "ablations" / "grpo_difficulty.yaml"
+GRPO_DIFFICULTY_SMOKE = REPO / "params" / "ablations" / "grpo_difficulty_smoke.yaml"
+
+
+@pytest.mark.parametrize("path", [GRPO_DIFFICULTY, GRPO_DIFFICULTY_SMOKE], ids=["demo", "smoke"])
+def test_grpo_difficulty_ablation_varies_only_the_band_at_an_equal_budget(tmp_path, path):
+    abl = load_ablation(path, tmp_path)
+    assert [v.point["40_grpo_reasoning.difficulties"] for v in abl.variants] == [["easy"], ["medium"], ["hard"]]
+    names = [s.name for s in abl.variants[0].pipeline.steps]
+    assert not any("unseen" in n or n.startswith("90_report") for n in names)  # dropped: decisions read dev only
+    shared = ["00_environment", "10_data_sft_mix", "13_difficulty_reasoning", "60_eval_reasoning_base"]
+    for name in shared:  # graded once, the starting model evaluated once
+        assert len({v.pipeline.step(name).run_id for v in abl.variants}) == 1, name
+    grpo = [v.pipeline.step("40_grpo_reasoning") for v in abl.variants]
+    assert len({g.run_id for g in grpo}) == 3
+    budgets = {g.params["max_steps"] * g.params["prompts_per_step"] * g.params["num_generations"] for g in grpo}
+    assert len(budgets) == 1
+    others = [{k: v for k, v in g.science.items() if k != "difficulties"} for g in grpo]
+    assert others[0] == others[1] == others[2]  # nothing but the band differs
+    evals = [v.pipeline.step("60_eval_reasoning_grpo") for v in abl.variants]
+    assert [e.params["model"] for e in evals] == [str(g.run_dir / "model") for g in grpo]
+    report = abl.report
+    assert report.notebook == "82_ablation_grpo_difficulty" and report.params["labels"] == ["easy", "medium", "hard"]
+    assert report.params["runs"] == [str(e.run_dir) for e in evals] and report.params["baseline"] == "medium"
+    assert report.params["base_run"] == str(abl.variants[0].pipeline.step("60_eval_reasoning_base").run_dir)
+    assert [s.name for _, s in abl.plan()][-1] == "82_ablation_grpo_difficulty"
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"drop": ["21_sft"]}, "drop: no step named '21_sft'"),
+        ({"drop": "20_sft"}, "'drop' must be a list of step names"),
+        (
+            {"report": {"step": "20_sft", "params": {"runs": ["@20_sft"]}}},
+            "refers to '20_sft', which is not an earlier step",  # 20_sft differs between variants
+        ),
+    ],
+)
+def test_drop_and_report_references_fail_clearly(tmp_path, doc, message):
+    with pytest.raises(ConfigError) as err:
+        load_ablation(ablation_file(tmp_path, grid={"20_sft.learning_rate": [1e-5, 2e-5]}, **doc), tmp_path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_dropped_steps_and_a_report_notebook(tmp_path):
+    doc = {
+        "grid": {"20_sft.learning_rate": [1e-5, 2e-5]},
+        "drop": ["20_sft"],
+        "report": {"step": "10_data_sft_mix", "notebook": "90_report"},
+    }
+    with pytest.raises(ConfigError, match="grid '20_sft.learning_rate' .*no step named '20_sft'"):  # dropped
+        load_ablation(ablation_file(tmp_path, **doc), tmp_path)
+    doc |= {"drop": ["00_environment"], "report": {"step": "20_sft", "notebook": "90_report"}}
+    doc["report"]["params"] = {"runs": ["@10_data_sft_mix"], "labels": ["data"]}  # a step both variants share
+    abl = load_ablation(ablation_file(tmp_path, **doc), tmp_path)
+    assert all([s.name for s in v.pipeline.steps] == ["10_data_sft_mix", "20_sft"] for v in abl.variants)
+    assert abl.report.notebook == "90_report"
+    assert abl.report.params["runs"] == [str(abl.variants[0].pipeline.step("10_data_sft_mix").run_dir)]

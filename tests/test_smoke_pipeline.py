@@ -96,6 +96,15 @@ SIZE_ONLY = {
     "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
+    "40_grpo": {
+        "model": "tiny-random",
+        "max_steps": 1,
+        "num_generations": 2,
+        "prompts_per_step": 2,
+        "max_completion_length": 4,
+        "heldout_prompts": 1,
+        "heldout_samples": 1,
+    },
 }
 
 
@@ -113,3 +122,12 @@ def test_notebook_runs_top_to_bottom_as_jupyterlab_opens_it(smoke, stage, tmp_pa
     assert runs and json.loads(runs[-1].read_text())["status"] == "complete"
     if stage in ("11_distill", "12_filter", "13_difficulty", "14_classify_sample", "15_decontam", "20_sft"):
         assert "newest complete" in text, f"{stage} did not say which upstream output it read"
+
+
+def test_smoke_plan_covers_grpo_through_the_runner(tmp_path):
+    pipe = load_pipeline(SMOKE, tmp_path)
+    grpo = pipe.step("40_grpo")
+    assert grpo.upstream == ["16_curriculum"] and grpo.params["data"].endswith("/rl_pool")
+    assert grpo.params["model"] == "tiny-random"  # from the base: shared by the SFT ablations
+    p = grpo.params
+    assert (p["max_steps"], p["num_generations"], p["prompts_per_step"], p["max_completion_length"]) == (2, 2, 2, 8)
