@@ -10,7 +10,9 @@ Format (`params/ablations/<name>.yaml`):
     grid:                                   # the cartesian product of the value lists
       20_sft.learning_rate: [1.0e-5, 2.0e-5]  # <step>.<key>: that step only
       seed: [0, 1]                          # <key>: every step whose stage declares the key
-    report:                                 # optional: a 90_report step comparing the variants
+    report:                                 # optional: a report step comparing the variants
+      notebook: 90_report                   # optional; an ablation notebook (e.g. 84_ablation_opd_vs_mopd)
+                                            # takes the same runs/labels/baseline/report_name params
       step: 60_eval_sft                     # the step of each variant whose run folder is a row
       baseline: 0                           # index of a variant, or its label
       params: {bootstrap_resamples: 1000}   # any other 90_report parameter
@@ -36,7 +38,7 @@ from .pipeline import Pipeline, Step, build_step, expand_extends, pipeline_from_
 from .stages import stage_config_class
 
 ABLATION_KEYS = {"ablation", "description", "base", "overrides", "grid", "report"}
-REPORT_KEYS = {"step", "baseline", "labels", "params"}
+REPORT_KEYS = {"notebook", "step", "baseline", "labels", "params"}
 REPORT_NOTEBOOK = "90_report"
 
 
@@ -144,7 +146,8 @@ def _report_step(
         "baseline": spec.get("baseline", 0),
         "report_name": doc["ablation"],
     } | (spec.get("params") or {})
-    raw = {"notebook": REPORT_NOTEBOOK, "name": REPORT_NOTEBOOK, "params": params}
+    notebook = str(spec.get("notebook", REPORT_NOTEBOOK))
+    raw = {"notebook": notebook, "name": notebook, "params": params}
     return build_step(raw, f"{path}: report", {}, done, root, params_dir)
 
 

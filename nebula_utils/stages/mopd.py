@@ -63,6 +63,12 @@ class MOPDStageConfig(OPDStageConfig):
             if not self.student_server:
                 raise ConfigError("key 'student_server': the vllm_servers backend needs the student's server URL")
 
+    def check_teacher_is_not_the_student(self) -> None:
+        """A teacher may be the student's starting checkpoint (it then anchors those tasks to where
+        the student began: a KL penalty), as long as some teacher differs."""
+        if all(spec == self.model for spec in [self.teacher, *self.teachers.values()]):
+            raise ConfigError("key 'teacher': every teacher is the student itself; the divergence is 0")
+
     def teacher_ids(self) -> list[str]:
         return [DEFAULT_TEACHER, *self.teachers]
 

@@ -54,10 +54,7 @@ class OPDStageConfig(StageConfig):
                 "key 'teacher': name the teacher (a model spec, or a checkpoint folder such as "
                 "results/<pipeline>/20_sft-<hash>/model)"
             )
-        if self.teacher == self.model:
-            raise ConfigError(
-                "key 'teacher': the teacher is the student itself; the divergence is 0 and nothing trains"
-            )
+        self.check_teacher_is_not_the_student()
         for key in ("max_prompts", "num_samples", "top_k", "warmup_ratio", "weight_decay"):
             self.at_least(key, 0)
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length"):
@@ -69,6 +66,12 @@ class OPDStageConfig(StageConfig):
         self.within("top_p", 0.0, 1.0)
         self.within("beta", 0.0, 1.0)
         self.within("warmup_ratio", 0.0, 1.0)
+
+    def check_teacher_is_not_the_student(self) -> None:
+        if self.teacher == self.model:
+            raise ConfigError(
+                "key 'teacher': the teacher is the student itself; the divergence is 0 and nothing trains"
+            )
 
     def use_cuda(self) -> bool:
         from ..inference.models import pick_device
