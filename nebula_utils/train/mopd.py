@@ -199,6 +199,7 @@ class MOPDTrainer(DistillationTrainer):
                 "MOPDTrainer runs local teachers in one process; for several GPUs use vLLM teacher servers"
             )
         self.teachers = teachers
+        teachers.device = self.accelerator.device  # the student's device: the loss needs both heads on one
         self.teacher_samples: Counter[str] = Counter()
         self.teacher_tokens: Counter[str] = Counter()
 

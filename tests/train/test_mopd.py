@@ -171,3 +171,26 @@ def test_unknown_teacher_id_and_reserved_name_are_clear_errors(tmp_path, models)
     pool = TeacherPool({"default": models["same"]})
     with pytest.raises(KeyError, match="unknown teacher_id 'code'"):
         pool.get("code")
+
+
+@pytest.mark.gpu
+def test_on_cuda_one_resident_teacher_swaps_without_changing_a_number(tmp_path, models):
+    """The GPU path (not run on the CPU-only CI): with max_resident=1 the two teachers take turns on
+    the device (moved with new tensors, so the lm_head autograd saved stays valid through backward)
+    and every loss equals the run that keeps both resident."""
+    from nebula_utils.train.mopd import TeacherPool, load_frozen, teacher_specs
+
+    cfg = config(
+        models, routed_prompts(tmp_path / "p.jsonl"), teacher=models["same"], teachers={"code": models["other"]}
+    )
+    cfg.device = "cuda"
+    runs = {}
+    for resident in (1, 2):
+        pool = TeacherPool(teacher_specs(cfg.teacher, cfg.teachers), "cuda", resident, "cpu", loader=load_frozen)
+        trainer = make_trainer(cfg, tmp_path / f"r{resident}", steps=3, pool=pool)
+        trainer.train()
+        runs[resident] = (losses(trainer), dict(pool.stats))
+    # equal up to CUDA's atomic-add order in the embedding backward (bit equality is a CPU property)
+    assert [pytest.approx(x, rel=1e-4) for x in runs[1][0]] == runs[2][0]
+    assert runs[1][1]["peak_on_device"] == 1 and runs[1][1]["moves_to_device"] >= 3
+    assert runs[2][1]["peak_on_device"] == 2 and runs[2][1]["moves_to_device"] == 2
