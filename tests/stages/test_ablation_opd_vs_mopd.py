@@ -80,5 +80,9 @@ def test_notebook_compares_opd_and_mopd_at_an_equal_budget(tmp_path, run_noteboo
     assert conclusion.startswith("**mopd is better than opd** on the average") and "**reproduced**" in conclusion
     metrics = json.loads((run / "metrics.json").read_text())["metrics"]
     assert metrics["ablation/equal_budget"]["value"] == 1 and metrics["report/delta/mopd/average"]["value"] > 0.15
+    from nebula_utils.report.lineage import iter_nodes, lineage
+
+    via = {n.get("key"): n.get("path") for _, n in iter_nodes(lineage(evals[1]))}
+    assert via["teachers.code"] == str(demo["sft1"] / "model")  # the lineage walks into the routed teachers
     html = render_html(run.parent / f"{run.name}.ipynb", tmp_path / "page.html").read_text()
     assert "Equal budgets" in html and "No detectable effect" not in html and "In&nbsp;[" not in html
