@@ -12,7 +12,9 @@ Format (`params/ablations/<name>.yaml`):
     grid:                                   # the cartesian product of the value lists
       20_sft.learning_rate: [1.0e-5, 2.0e-5]  # <step>.<key>: that step only
       seed: [0, 1]                          # <key>: every step whose stage declares the key
-    report:                                 # optional: a 90_report step comparing the variants
+    report:                                 # optional: a report step comparing the variants
+      notebook: 90_report                   # optional; an ablation notebook (e.g. 84_ablation_opd_vs_mopd)
+                                            # takes the same runs/labels/baseline/report_name params
       step: 60_eval_sft                     # the step of each variant whose run folder is a row
       baseline: 0                           # index of a variant, or its label
       params: {bootstrap_resamples: 1000}   # any other 90_report parameter

@@ -63,7 +63,15 @@ class Pipeline:
 
 
 def _resolve_refs(value: Any, done: dict[str, Step], where: str) -> tuple[Any, Any, list[str]]:
-    """Return (value for the notebook, value for the hash, upstream step names)."""
+    """Return (value for the notebook, value for the hash, upstream step names). References are
+    resolved inside lists and as mapping values (e.g. 51_mopd's `teachers: {code: "@20_sft_code/model"}`)."""
+    if isinstance(value, dict):
+        triples = {k: _resolve_refs(v, done, f"{where}.{k}") for k, v in value.items()}
+        return (
+            {k: t[0] for k, t in triples.items()},
+            {k: t[1] for k, t in triples.items()},
+            [u for t in triples.values() for u in t[2]],
+        )
     if isinstance(value, list):
         triples = [_resolve_refs(v, done, f"{where}[{i}]") for i, v in enumerate(value)]
         return [t[0] for t in triples], [t[1] for t in triples], [u for t in triples for u in t[2]]

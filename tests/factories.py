@@ -136,3 +136,58 @@ def rl_version(out: Path, rows: list[dict]) -> Path:
     step = processing_step("test_rows", count_in=len(full), count_out=len(full))
     save_version(to_dataset("rl", full), out, "rl", {"name": "test", "path": "tests", "license": "MIT"}, [step])
     return out
+
+
+def perturbed_model(out: Path, seed: int = 1, scale: float = 0.5, extra_token: str = "") -> Path:
+    """tiny-random with seeded noise on every weight (a different teacher with the same tokenizer),
+    saved to `out`; `extra_token` adds a token to its tokenizer (a teacher that does NOT share it)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nebula_utils.inference.models import resolve_model_path
+
+    if (out / "config.json").is_file():
+        return out
+    src = resolve_model_path("tiny-random")
+    model = AutoModelForCausalLM.from_pretrained(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    tok = AutoTokenizer.from_pretrained(src)
+    if extra_token:
+        tok.add_tokens([extra_token])
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def copied_model(out: Path, spec: str = "tiny-random") -> Path:
+    """A copy of a model folder under another path (the same weights named by a different spec)."""
+    import shutil
+
+    from nebula_utils.inference.models import resolve_model_path
+
+    if not (out / "config.json").is_file():
+        shutil.copytree(resolve_model_path(spec), out)
+    return out
+
+
+def routed_prompts(path: Path, per_task: int = 4) -> Path:
+    """A .jsonl of chat prompts with task labels: `per_task` math_reasoning rows ("What is i plus i?")
+    and `per_task` code rows ("Write a Python function f_i ...")."""
+    import json
+
+    rows = [
+        {"id": f"m{i}", "task": "math_reasoning", "messages": [{"role": "user", "content": f"What is {i} plus {i}?"}]}
+        for i in range(per_task)
+    ] + [
+        {
+            "id": f"c{i}",
+            "task": "code",
+            "messages": [{"role": "user", "content": f"Write a Python function f_{i} that returns {i}."}],
+        }
+        for i in range(per_task)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

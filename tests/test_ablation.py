@@ -44,7 +44,8 @@ def ablation_file(tmp_path: Path, **doc) -> Path:
     return path
 
 
-VARIED = {"20_sft", "60_eval_sft"}  # the steps the example grid changes (SFT and what reads its model)
+# the steps the example grid changes (SFT and what reads its model)
+VARIED = {"20_sft", "50_opd", "51_mopd", "60_eval_sft"}
 
 
 def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
@@ -73,10 +74,7 @@ def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
     assert abl.variants[0].pipeline.step("20_sft").science == smoke.step("20_sft").science
     plan = abl.plan()
     names = [s.name for _, s in plan]  # each distinct run once; the report last
-    assert (
-        sorted(names) == sorted(shared + ["20_sft"] * 4 + ["60_eval_sft"] * 4 + ["90_report"])
-        and names[-1] == "90_report"
-    )
+    assert sorted(names) == sorted(shared + sorted(VARIED) * 4 + ["90_report"]) and names[-1] == "90_report"
     report = abl.report
     assert report.params["runs"] == [str(v.pipeline.step("60_eval_sft").run_dir) for v in abl.variants]
     assert report.params["labels"] == [v.label for v in abl.variants]
@@ -188,8 +186,8 @@ def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
     plan = cli("--plan")
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.strip().splitlines()
-    shared = len(yaml.safe_load(SMOKE.read_text())["steps"]) - 3  # all but 20_sft, 60_eval_sft, 90_report
-    assert len(lines) == shared + 4 + 4 + 1 and sum("20_sft-" in line for line in lines) == 4
+    shared = len(yaml.safe_load(SMOKE.read_text())["steps"]) - len(VARIED) - 1  # all but VARIED and 90_report
+    assert len(lines) == shared + 4 * len(VARIED) + 1 and sum("20_sft-" in line for line in lines) == 4
     assert "90_report-" in lines[-1]
     only = cli("--only", "20_sft")
     assert only.returncode == 2 and "--only/--from" in only.stderr

@@ -34,9 +34,13 @@ def _path_values(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key, value in config.items():
         if key in ("run_dir", "run_id"):
             continue
-        for v in value if isinstance(value, list) else [value]:
+        if isinstance(value, Mapping):  # e.g. 51_mopd's teachers: {task: checkpoint}
+            pairs = [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            pairs = [(key, v) for v in (value if isinstance(value, list) else [value])]
+        for name, v in pairs:
             if isinstance(v, str) and ("/" in v or v.startswith(".")) and Path(v).exists():
-                out.append((key, v))
+                out.append((name, v))
     return out
 
 

@@ -1,0 +1,69 @@
+"""Pipeline references inside mapping params (51_mopd's `teachers: {task: "@step/model"}`) and an
+ablation whose report step is an ablation notebook rather than 90_report."""
+
+from __future__ import annotations
+
+import yaml
+
+from nebula_utils.ablation import load_ablation
+from nebula_utils.pipeline import load_pipeline
+
+BASE = {
+    "pipeline": "refs",
+    "defaults": {"model": "tiny-random"},
+    "steps": [
+        {"notebook": "10_data_sft_mix"},
+        {"notebook": "20_sft", "name": "20_sft_code", "params": {"data": "@10_data_sft_mix/sft", "max_steps": 2}},
+        {
+            "notebook": "51_mopd",
+            "params": {
+                "data": "@10_data_sft_mix/rl",
+                "model": "@20_sft_code/model",
+                "teacher": "tiny-random",
+                "teachers": {"code": "@20_sft_code/model", "math_reasoning": "tiny-random"},
+            },
+        },
+        {"notebook": "60_eval", "params": {"model": "@51_mopd/model", "limit": 2}},
+    ],
+}
+
+
+def write(tmp_path, name, doc):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_references_resolve_inside_mapping_values(tmp_path):
+    pipe = load_pipeline(write(tmp_path, "refs.yaml", BASE), tmp_path)
+    sft, mopd = pipe.step("20_sft_code"), pipe.step("51_mopd")
+    assert mopd.params["teachers"] == {"code": str(sft.run_dir / "model"), "math_reasoning": "tiny-random"}
+    assert mopd.science["teachers"] == {"code": f"@{sft.run_id}/model", "math_reasoning": "tiny-random"}
+    assert mopd.upstream.count("20_sft_code") == 2  # the student and the code teacher
+    # changing the teacher's upstream step changes (and reruns) the MOPD step
+    other = BASE | {"steps": [BASE["steps"][0], BASE["steps"][1] | {"params": {"max_steps": 3}}, *BASE["steps"][2:]]}
+    other["steps"][1]["params"] |= {"data": "@10_data_sft_mix/sft"}
+    assert load_pipeline(write(tmp_path, "o.yaml", other), tmp_path).step("51_mopd").run_id != mopd.run_id
+
+
+def test_ablation_report_can_be_an_ablation_notebook(tmp_path):
+    base = write(tmp_path, "refs.yaml", BASE)
+    abl = load_ablation(
+        write(
+            tmp_path,
+            "abl.yaml",
+            {
+                "ablation": "abl",
+                "base": str(base),
+                "grid": {"51_mopd.teachers": [{}, {"code": "@20_sft_code/model"}]},
+                "report": {"notebook": "84_ablation_opd_vs_mopd", "step": "60_eval", "labels": ["opd", "mopd"]},
+            },
+        ),
+        tmp_path,
+    )
+    opd, mopd = (v.pipeline for v in abl.variants)
+    assert opd.step("51_mopd").params["teachers"] == {}
+    assert mopd.step("51_mopd").params["teachers"] == {"code": str(mopd.step("20_sft_code").run_dir / "model")}
+    assert opd.step("20_sft_code").run_id == mopd.step("20_sft_code").run_id  # shared, runs once
+    assert abl.report.notebook == "84_ablation_opd_vs_mopd" and abl.report.params["labels"] == ["opd", "mopd"]
+    assert abl.report.params["runs"] == [str(p.step("60_eval").run_dir) for p in (opd, mopd)]
