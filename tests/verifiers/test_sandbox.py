@@ -28,7 +28,9 @@ if FEATURES["landlock_abi"]:
 
 
 def _children() -> list[int]:
-    """Live (non-zombie) processes whose parent is this test process."""
+    """Live (non-zombie) processes whose parent is this test process, other than those that already
+    existed when the session's first sandbox test started (an earlier test's long-lived helper, such
+    as a tokenizer or dataloader worker, is not the sandbox's stray)."""
     me, found = os.getpid(), []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -37,9 +39,20 @@ def _children() -> list[int]:
             except OSError:
                 continue
             fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == me and fields[0] != "Z":
+            if int(fields[1]) == me and fields[0] != "Z" and int(entry.name) not in PRE_EXISTING:
                 found.append(int(entry.name))
     return found
+
+
+PRE_EXISTING: set[int] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pre_existing_children():
+    """Collection happens before any test runs, so the baseline is taken when this module starts."""
+    PRE_EXISTING.update(_children())
+    yield
+    PRE_EXISTING.clear()
 
 
 @pytest.fixture

@@ -330,6 +330,7 @@ def _procs_with(needles: list[str]) -> list[tuple[int, str]]:
 
 
 def _descendants() -> list[int]:
+    """Live children of this process that did not exist before the module's first attack ran."""
     me, children = os.getpid(), []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -337,9 +338,20 @@ def _descendants() -> list[int]:
                 fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == me and fields[0] != "Z":
+            if int(fields[1]) == me and fields[0] != "Z" and int(entry.name) not in PRE_EXISTING:
                 children.append(int(entry.name))
     return children
+
+
+PRE_EXISTING: set[int] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pre_existing_children():
+    """Collection happens before any test runs, so the baseline is taken when this module starts."""
+    PRE_EXISTING.update(_descendants())
+    yield
+    PRE_EXISTING.clear()
 
 
 @pytest.fixture
