@@ -1,7 +1,7 @@
 """Generation throughput: the old static batches vs continuous batching vs batch-1 `model.generate`.
 
     OMP_NUM_THREADS=2 python benchmarks/generation.py [--model packaged:smollm2-135m-instruct]
-        [--rounds 3] [--workloads short,reasoning,mixed] [--batch1-prompts 4] [--quick]
+        [--rounds 3] [--workloads short,reasoning,mixed] [--batch1-prompts 3] [--quick]
 
 Three paths over the same prompts, greedy, in one process:
 - `static`: the base commit's path (TransformersGenerator(scheduler="static"): fp32, prompts
@@ -10,8 +10,8 @@ Three paths over the same prompts, greedy, in one process:
   chosen by measurement, see nebula_utils/inference/tuning.py and fastpath.py);
 - `batch1`: plain `model.generate`, one prompt at a time, fp32 (on the first --batch1-prompts
   prompts of each workload; tokens/s is a rate, so a subset measures it).
-Three workloads: `short` (48 one-line questions, max 32 new tokens), `reasoning` (16 word
-problems, "think step by step", max 256), `mixed` (16 short + 8 reasoning + 8 open-ended prompts
+Three workloads: `short` (48 one-line questions, max 32 new tokens), `reasoning` (12 word
+problems, "think step by step", max 256), `mixed` (12 short + 6 reasoning + 6 open-ended prompts
 under one 256-token cap: the eval/distillation case where static batches wait for the longest).
 
 The machine is shared with other processes, so the paths run interleaved (A/B/C, B/C/A, ...)
@@ -68,15 +68,16 @@ def reasoning_prompts(n: int = 16) -> list[str]:
 def open_prompts(n: int = 8) -> list[str]:
     poems = [f"Write a short poem about {t}." for t in TOPICS]
     explain = [f"Explain {e} in one paragraph." for e in EXPLAIN]
-    return (poems + explain)[:n]
+    paired = [p for pair in zip(poems, explain) for p in pair]
+    return (paired + poems[len(explain) :])[:n]
 
 
 def workloads() -> dict[str, tuple[list[str], int]]:
     mixed = []
-    shorts, reasons, opens = short_prompts(16), reasoning_prompts(8), open_prompts(8)
-    for i in range(8):  # interleaved, as a real mixed request list would be
+    shorts, reasons, opens = short_prompts(12), reasoning_prompts(6), open_prompts(6)
+    for i in range(6):  # interleaved, as a real mixed request list would be
         mixed += shorts[2 * i : 2 * i + 2] + [reasons[i], opens[i]]
-    return {"short": (short_prompts(), 32), "reasoning": (reasoning_prompts(), 256), "mixed": (mixed, 256)}
+    return {"short": (short_prompts(), 32), "reasoning": (reasoning_prompts(12), 256), "mixed": (mixed, 256)}
 
 
 def load_peak():
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workloads", default="short,reasoning,mixed")
-    parser.add_argument("--batch1-prompts", type=int, default=4)
+    parser.add_argument("--batch1-prompts", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round, a quarter of the prompts (smoke check)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -134,7 +135,7 @@ def main() -> None:
     peak_before = measure_peak(seconds=1.0)
     model, tok = load_model_and_tokenizer(args.model, device="cpu")
     static = TransformersGenerator(model, tok, model_spec=args.model, scheduler="static")
-    new = TransformersGenerator(copy.deepcopy(model), tok, model_spec=args.model)
+    new = TransformersGenerator(copy.deepcopy(model), tok, model_spec=args.model, owns_model=True)
     tune_start = time.perf_counter()
     spec = new.spec()  # resolves dtype and batch size (measured once per machine, then cached)
     print(f"continuous: {json.dumps(spec)} (resolved in {time.perf_counter() - tune_start:.1f} s)", flush=True)

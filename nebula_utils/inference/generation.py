@@ -14,8 +14,17 @@ evaluation and the eval fast path share one code path whatever the hardware:
   log-probability of the generated tokens under the model's raw (untempered) distribution.
 - `complete_raw` continues already-formatted text (no chat template applied): Magpie feeds a
   chat template's user-turn prefix this way.
-- `spec()` is a JSON-able description (backend, model, batch size, library versions) that data
+- `spec()` is a JSON-able description (backend, model, batch size, library versions; for
+  transformers also scheduler, weight dtype and the measurements behind them) that data
   manifests record beside the sampling params.
+
+The transformers backend decodes by continuous batching (engine.py): finished rows leave the
+batch and queued prompts take their slots, instead of static batches of 8 that waited for their
+longest completion. Batch size and, on CPUs with native bf16, bf16 weights are chosen by a measured
+sweep (tuning.py), and CPU fast paths are used where they measured faster (fastpath.py).
+`scheduler="static"` keeps the old path. Greedy outputs equal plain `model.generate` token for
+token in fp32; bf16 stays within the tolerance stated in tests/inference/test_generation_fast.py.
+Throughput: benchmarks/generation.py.
 
 Greedy decoding (temperature 0) with n > 1 returns n copies of the one greedy completion on both
 backends: greedy is deterministic, and transformers refuses num_return_sequences > 1 without
@@ -173,9 +182,12 @@ class TransformersGenerator(_Base):
     decoding in one KV cache and refills a finished row's slot at once. batch_size=0 (default) and
     dtype="auto" are chosen by a measured sweep (`tune_generation`, cached per machine and
     architecture): on CPU, bf16 weights only where the CPU has native bf16 and they measured faster.
+    The weights are cast only when the generator owns the model (`from_spec`, or owns_model=True):
+    a model passed in (an RL policy between updates) keeps its dtype unless `dtype` is explicit.
     scheduler="static": the previous path, unchanged (prompts sorted by length, batched
     `model.generate` with left padding, each batch waiting for its longest completion); it is the
-    baseline of benchmarks/generation.py and the fallback for models the engine does not support.
+    baseline of benchmarks/generation.py and the fallback for models the engine does not support
+    (sliding-window or linear attention, logits processors set in the model's generation_config).
     """
 
     backend = "transformers"
@@ -189,6 +201,7 @@ class TransformersGenerator(_Base):
         scheduler: str = "continuous",
         dtype: str = "auto",
         fast_paths: bool = True,
+        owns_model: bool = False,
     ):
         if scheduler not in ("continuous", "static"):
             raise ValueError(f"unknown scheduler '{scheduler}' (continuous | static)")
@@ -196,7 +209,7 @@ class TransformersGenerator(_Base):
             raise ValueError(f"unknown dtype '{dtype}' (auto | float32 | bfloat16 | float16)")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.model_spec = model_spec or getattr(model, "name_or_path", "")
-        self.scheduler, self.dtype, self.fast_paths = scheduler, dtype, fast_paths
+        self.scheduler, self.dtype, self.fast_paths, self.owns_model = scheduler, dtype, fast_paths, owns_model
         self.stats = GenerationStats()
         self.tuning: dict[str, Any] | None = None
         self.fallback_reason = ""
@@ -218,7 +231,7 @@ class TransformersGenerator(_Base):
         from .models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(spec, device=device)
-        return cls(model, tok, batch_size, spec, scheduler, dtype, fast_paths)
+        return cls(model, tok, batch_size, spec, scheduler, dtype, fast_paths, owns_model=True)
 
     # ------------------------------------------------------------------ choices made once
     def _resolve(self) -> None:
@@ -237,15 +250,16 @@ class TransformersGenerator(_Base):
             if self.dtype not in ("auto", _dtype_name(self.model)):
                 self.model.to(_torch_dtype(self.dtype))
             return
-        if self.dtype == "auto" or not self.batch_size:
+        dtype = self.dtype if self.dtype != "auto" or self.owns_model else _dtype_name(self.model)
+        if dtype == "auto" or not self.batch_size:
             from .tuning import tune_generation
 
-            self.tuning = tune_generation(self.model, self.dtype, self.batch_size, self.fast_paths)
+            self.tuning = tune_generation(self.model, dtype, self.batch_size, self.fast_paths)
             if not self.batch_size:
                 self.batch_size = self.tuning["batch_size"]
             target = self.tuning["dtype"]
         else:
-            target = self.dtype
+            target = dtype
         if target != _dtype_name(self.model):
             self.model.to(_torch_dtype(target))
 

@@ -248,8 +248,11 @@ def test_tuning_is_measured_once_and_cached(tiny, tmp_path, monkeypatch):
     assert set(first["tokens_per_s"]) == set(tuning.candidates(model))
     monkeypatch.setattr(tuning, "_sweep", lambda *a: pytest.fail("measured twice"))
     assert tuning.tune_generation(model) == json.loads((tmp_path / "generation.json").read_text()).popitem()[1]
-    gen = TransformersGenerator(model, tiny[1])  # batch_size 0, dtype auto: the cached choice
+    gen = TransformersGenerator(model, tiny[1], owns_model=True)  # batch_size 0, dtype auto: the cached choice
     assert gen.spec()["batch_size"] == first["batch_size"] and gen.spec()["dtype"] == first["dtype"]
+    policy = copy.deepcopy(tiny[0])  # a model the generator does not own keeps its dtype
+    assert TransformersGenerator(policy, tiny[1], batch_size=2).spec()["dtype"] == "float32"
+    assert policy.dtype == torch.float32
 
 
 # bf16 weights: what generation may change. Measured on this project's CPU with SmolLM2-135M
