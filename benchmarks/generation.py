@@ -15,11 +15,17 @@ problems, "think step by step", max 256), `mixed` (12 short + 6 reasoning + 6 op
 under one 256-token cap: the eval/distillation case where static batches wait for the longest).
 
 The machine is shared with other processes, so the paths run interleaved (A/B/C, B/C/A, ...)
-round after round and the table reports medians over rounds; each ratio is the median of the
-per-round ratios (both sides measured minutes apart). Tokens are generated tokens up to and
-including the end-of-turn token. Utilisation = tokens/s x 2 x (matmul parameters) over the
-measured matmul peak of the dtype the path ran in (benchmarks/peak.py, measured before and after,
-best kept); prompt tokens are not counted, so it is the decode utilisation.
+round after round and the tables report medians over rounds; each ratio is the median of the
+per-round ratios (both sides measured minutes apart). Two clocks: `wall` (what a user waits) and
+`thread` (the main thread's CPU time: it runs its share of every matmul and all the Python, so
+it approximates the wall time of an unshared machine and is blind to other processes taking
+the cores; on this project's 2-core machine, shared with other sessions at load 8-14, wall-clock
+rates moved 2-5x between identical runs, thread-time rates ~15%). Tokens are generated tokens up
+to and including the end-of-turn token; bf16 completions differ from fp32 ones after a while
+(greedy), so the paths' token counts differ slightly. Utilisation = tokens/s x 2 x (matmul
+parameters) over the measured matmul peak of the dtype the path ran in, same clock
+(benchmarks/peak.py, measured before and after, best kept); prompt tokens are not counted, so
+it is the decode utilisation.
 """
 
 from __future__ import annotations
@@ -93,27 +99,32 @@ def matmul_params(model) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
 
 
-def run_generator(gen, prompts, params) -> tuple[int, float, list[str]]:
-    start = time.perf_counter()
-    groups = gen.generate_full(prompts, params)
-    seconds = time.perf_counter() - start
+def timed(fn):
+    """(result, {clock: seconds}): wall time, and the main thread's CPU time (see the docstring)."""
+    wall, thread = time.perf_counter(), time.thread_time()
+    out = fn()
+    return out, {"wall": time.perf_counter() - wall, "thread": time.thread_time() - thread}
+
+
+def run_generator(gen, prompts, params) -> tuple[int, dict, list[str]]:
+    groups, seconds = timed(lambda: gen.generate_full(prompts, params))
     return sum(g[0].num_tokens for g in groups), seconds, [g[0].text for g in groups]
 
 
-def run_batch1(gen, prompts, max_new_tokens) -> tuple[int, float, list[str]]:
+def run_batch1(gen, prompts, max_new_tokens) -> tuple[int, dict, list[str]]:
     """Plain `model.generate`, one prompt at a time, on the static generator's (fp32) model."""
     import torch
 
-    tok, model, tokens, texts = gen.tokenizer, gen.model, 0, []
-    start = time.perf_counter()
-    for text in gen.chat_texts(prompts):
+    tok, model = gen.tokenizer, gen.model
+
+    def one(text):
         enc = tok(text, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        completion = gen._completion(out[0, enc["input_ids"].shape[1] :].tolist(), None)
-        tokens += completion.num_tokens
-        texts.append(completion.text)
-    return tokens, time.perf_counter() - start, texts
+        return gen._completion(out[0, enc["input_ids"].shape[1] :].tolist(), None)
+
+    completions, seconds = timed(lambda: [one(text) for text in gen.chat_texts(prompts)])
+    return sum(c.num_tokens for c in completions), seconds, [c.text for c in completions]
 
 
 def main() -> None:
@@ -150,7 +161,7 @@ def main() -> None:
         gen.generate_full(["Hello"] * 2, warm)  # allocations, kernels, packed weights
 
     paths = ["static", "continuous", "batch1"]
-    rates: dict[tuple[str, str], list[float]] = {}
+    rates: dict[tuple[str, str, str], list[float]] = {}  # (clock, workload, path) -> tok/s per round
     texts: dict[tuple[str, str], list[str]] = {}
     for r in range(rounds):
         order = paths[r % 3 :] + paths[: r % 3]
@@ -161,32 +172,48 @@ def main() -> None:
                     tokens, seconds, out = run_batch1(static, prompts[: args.batch1_prompts], max_new)
                 else:
                     tokens, seconds, out = run_generator(static if path == "static" else new, prompts, params)
-                rates.setdefault((name, path), []).append(tokens / seconds)
+                for clock, secs in seconds.items():
+                    rates.setdefault((clock, name, path), []).append(tokens / secs)
                 texts[(name, path)] = out
+                line = f"round {r} {name:>9} {path:>10}: {tokens:5d} tokens {seconds['wall']:7.1f} s wall"
                 print(
-                    f"round {r} {name:>9} {path:>10}: {tokens:5d} tokens {seconds:7.1f} s {tokens / seconds:7.1f} tok/s"
+                    f"{line} {tokens / seconds['wall']:7.1f} tok/s ({tokens / seconds['thread']:7.1f} by thread time)"
                 )
                 sys.stdout.flush()
     peak_after = measure_peak(seconds=1.0)
-    peak = {d: max(peak_before["peak"][d], peak_after["peak"][d]) for d in ("float32", "bfloat16")}
-
-    dtype_of = {"static": "float32", "batch1": "float32", "continuous": spec["dtype"]}
     print(f"\n{args.model}, {torch.get_num_threads()} threads, {rounds} round(s), medians over rounds")
-    print(f"matmul peak: fp32 {peak['float32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s")
+    for name in chosen:
+        same = sum(a == b for a, b in zip(texts[(name, "continuous")], texts[(name, "static")]))
+        print(f"{name:>9}: continuous completions identical to static: {same}/{len(texts[(name, 'static')])}")
+    summary = {"model": args.model, "spec": spec, "rounds": rounds}
+    for clock in ("wall", "thread"):
+        peak = {
+            d: max(peak_before[f"peak {clock}"][d], peak_after[f"peak {clock}"][d]) for d in ("float32", "bfloat16")
+        }
+        summary[clock] = table(rates, clock, chosen, paths, peak, flops_per_token, spec["dtype"])
+    print(json.dumps(summary))
+
+
+def table(rates, clock, chosen, paths, peak, flops_per_token, new_dtype) -> dict:
+    """Print and return the medians and the median per-round ratios for one clock."""
+    dtype_of = {"static": "float32", "batch1": "float32", "continuous": new_dtype}
+    print(
+        f"\n[{clock} clock] matmul peak: fp32 {peak['float32'] / 1e9:.0f}, bf16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s"
+    )
     print(f"{'workload':>9} {'path':>10} {'tok/s':>8} {'x static':>9} {'x batch1':>9} {'% peak':>7}")
-    summary = {}
+    out = {"peak": peak}
     for name in chosen:
         for path in paths:
-            rate = statistics.median(rates[(name, path)])
-            vs_static = statistics.median(a / b for a, b in zip(rates[(name, path)], rates[(name, "static")]))
-            vs_b1 = statistics.median(a / b for a, b in zip(rates[(name, path)], rates[(name, "batch1")]))
+            mine = rates[(clock, name, path)]
+            rate = statistics.median(mine)
+            vs_static = statistics.median(a / b for a, b in zip(mine, rates[(clock, name, "static")]))
+            vs_b1 = statistics.median(a / b for a, b in zip(mine, rates[(clock, name, "batch1")]))
             util = rate * flops_per_token / peak[dtype_of[path]]
-            summary[f"{name}/{path}"] = {"tok_s": round(rate, 1), "x_static": round(vs_static, 2)}
-            summary[f"{name}/{path}"] |= {"x_batch1": round(vs_b1, 2), "pct_peak": round(100 * util, 2)}
+            out[f"{name}/{path}"] = {"tok_s": round(rate, 1), "x_static": round(vs_static, 2)}
+            out[f"{name}/{path}"] |= {"x_batch1": round(vs_b1, 2), "pct_peak": round(100 * util, 2)}
+            out[f"{name}/{path}"]["rounds"] = [round(x, 1) for x in mine]
             print(f"{name:>9} {path:>10} {rate:8.1f} {vs_static:8.2f}x {vs_b1:8.2f}x {100 * util:6.2f}%")
-        same = sum(a == b for a, b in zip(texts[(name, "continuous")], texts[(name, "static")]))
-        print(f"{name:>9} continuous completions identical to static: {same}/{len(texts[(name, 'static')])}")
-    print(json.dumps({"model": args.model, "peak": peak, "spec": spec, "rounds": rounds, "summary": summary}))
+    return out
 
 
 if __name__ == "__main__":

@@ -58,14 +58,20 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
 
 
 def matmul_flops(
-    dtype: str = "float32", size: int = 2048, seconds: float = 1.0, min_reps: int = 3, route: str = "mm"
+    dtype: str = "float32",
+    size: int = 2048,
+    seconds: float = 1.0,
+    min_reps: int = 3,
+    route: str = "mm",
+    clock: str = "wall",
 ) -> float:
     """Best measured FLOP/s of a `size`^2 @ `size`^2 matmul (2*size^3 FLOPs) on the current threads.
 
     route "mm": `torch.mm` (MKL sgemm for fp32, oneDNN for bf16); "onednn": oneDNN with the weight
     pre-packed (fastpath.PackedLinear's op), which on AMD CPUs beats MKL's fp32 path.
     Best-of rather than mean: on a shared machine other processes only ever slow a repetition
-    down, so the fastest one is the closest to what the cores can do.
+    down, so the fastest one is the closest to what the cores can do. clock "thread" times the
+    calling thread's CPU time (it computes its share of the matmul), blind to time-slicing.
     """
     import torch
 
@@ -83,12 +89,13 @@ def matmul_flops(
         def run():
             return torch.mm(a, b)
 
+    timer = time.thread_time if clock == "thread" else time.perf_counter
     run()  # warm-up: thread pool, scratch buffers
     best, reps, start = float("inf"), 0, time.perf_counter()
     while reps < min_reps or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
+        t = timer()
         run()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, timer() - t)
         reps += 1
     return 2 * size**3 / best
 
@@ -98,8 +105,8 @@ def bf16_matmul_speedup(size: int = 512, rounds: int = 5) -> float:
     """Measured bf16/fp32 FLOP/s ratio of a small matmul (~0.2 s): the run-time check behind the flags.
 
     The two dtypes alternate and each keeps its best round, so a burst of load from other
-    processes cannot land on one side only (with one round each, a loaded 2-core machine here
-    once read bf16 as slower than fp32; interleaved best-of: 4.7-5.2x).
+    processes cannot land on one side only (single back-to-back measurements on this project's
+    loaded 2-core machine read anywhere from < 1.2x to 47x; typical: ~5x at 512^2).
     """
     best = {"bfloat16": 0.0, "float32": 0.0}
     for _ in range(rounds):

@@ -1,10 +1,11 @@
 """Measured choices for generation: weight dtype and batch size, per machine and architecture, cached.
 
 `tune_generation(model)` times one decode step (random keys/values, `CONTEXT` cached tokens) at
-batch sizes 1, 2, 4, ... for each candidate dtype and keeps:
+batch sizes 1, 2, 4, ... for each candidate dtype, fits step time = a + b * rows to the points
+(`step_model`, robust to single noisy points) and keeps:
 - the dtype with the highest tokens/s, where bf16 is a candidate only on CPUs with native bf16
   (cpu.bf16_worth_trying: flags + a measured matmul) and is kept only when >= BF16_MARGIN x faster
-  than fp32 (bf16 moves logits by ~1e-2; see tests/inference/test_generation_fast.py);
+  than fp32 (bf16 moves log-probs by up to ~0.14; see tests/inference/test_generation_fast.py);
 - the smallest batch size within KNEE of that dtype's best: past the knee a step costs about as
   much per row, and a larger batch only holds more memory and leaves a longer tail of rows
   decoding alone.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 from typing import Any
 
 from ..io import atomic_write_json
@@ -88,14 +90,35 @@ def candidates(model: Any, dtype: str = "auto") -> list[str]:
     return [base, "bfloat16"] if base == "float32" and cpu.bf16_worth_trying() else [base]
 
 
+def step_model(rates: dict[str, float]) -> tuple[float, float]:
+    """(a, b) with decode-step seconds = a + b * rows, fitted to {rows: tokens/s} by Theil-Sen (median
+    of pairwise slopes): `a` is what a step costs whatever the batch (reading the weights, Python),
+    `b` what each row adds. Medians, because on a shared machine single points are often 2-5x off
+    (this machine, one sweep: bf16 at 64 rows read 93 tok/s, at 128 rows 446)."""
+    points = sorted((int(k), int(k) / v) for k, v in rates.items() if v > 0)
+    if len(points) == 1:
+        return points[0][1], 0.0
+    slopes = [(t2 - t1) / (n2 - n1) for i, (n1, t1) in enumerate(points) for n2, t2 in points[i + 1 :]]
+    b = max(statistics.median(slopes), 0.0)
+    return max(statistics.median(t - b * n for n, t in points), 1e-9), b
+
+
+def predicted(fit: tuple[float, float], rows: int) -> float:
+    return rows / (fit[0] + fit[1] * rows)
+
+
 def choose(table: dict[str, dict[str, float]]) -> tuple[str, int]:
-    """(dtype, batch size) from {dtype: {batch size: tokens/s}}; see the module docstring."""
-    best = {d: max(t.values()) for d, t in table.items()}
+    """(dtype, batch size) from the sweep {dtype: {batch size: tokens/s}}, through `step_model`:
+    tokens/s rises with the batch size towards 1/b; the best dtype is the fastest at its largest
+    measured size (bf16 only if BF16_MARGIN x fp32), and the batch size the smallest measured one
+    within KNEE of that."""
+    fits = {d: step_model(t) for d, t in table.items()}
+    sizes = {d: sorted(int(k) for k in t) for d, t in table.items()}
+    best = {d: predicted(fits[d], sizes[d][-1]) for d in table}
     dtype = max(best, key=best.get)
     if "float32" in best and dtype != "float32" and best[dtype] < BF16_MARGIN * best["float32"]:
         dtype = "float32"
-    size = min(int(b) for b, v in table[dtype].items() if v >= KNEE * best[dtype])
-    return dtype, size
+    return dtype, min(n for n in sizes[dtype] if predicted(fits[dtype], n) >= KNEE * best[dtype])
 
 
 def tune_generation(
@@ -120,6 +143,8 @@ def tune_generation(
     del models
     chosen, size = choose(table)
     result = {"dtype": chosen, "batch_size": size, "tokens_per_s": table, "machine": cpu.machine_key()}
+    fits = {d: step_model(t) for d, t in table.items()}
+    result["step_ms"] = {d: {"fixed": round(1e3 * a, 2), "per_row": round(1e3 * b, 3)} for d, (a, b) in fits.items()}
     result["context"] = CONTEXT
     cached = json.loads(path.read_text()) if path.is_file() else {}  # another process may have written
     atomic_write_json(path, cached | {key: result})

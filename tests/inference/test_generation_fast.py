@@ -231,12 +231,20 @@ def test_cpu_flags_are_parsed_and_bf16_needs_them(tmp_path, monkeypatch):
     assert cpu.matmul_flops("float32", 64, seconds=0.01) > 0
 
 
-def test_tuning_choice_rules():
-    table = {"float32": {"1": 10.0, "8": 60.0, "16": 95.0, "32": 100.0}, "bfloat16": {"1": 20.0, "16": 105.0}}
-    assert tuning.choose(table) == ("float32", 16)  # bf16 only 1.05x faster: not worth its rounding
-    table["bfloat16"] |= {"32": 180.0, "64": 190.0}
-    assert tuning.choose(table) == ("bfloat16", 32)  # smallest size within 10% of the best
-    assert tuning.choose({"float32": {"1": 5.0, "2": 4.0}}) == ("float32", 1)
+def sweep(fixed_ms: float, per_row_ms: float, sizes=(1, 2, 4, 8, 16, 32, 64)) -> dict[str, float]:
+    return {str(n): n / (1e-3 * (fixed_ms + per_row_ms * n)) for n in sizes}
+
+
+def test_tuning_fits_the_sweep_and_chooses_dtype_and_batch_size():
+    fp32, bf16 = sweep(50, 4), sweep(25, 2)  # bf16: half the weight bytes, twice the matmul rate
+    assert tuning.step_model(bf16) == pytest.approx((0.025, 0.002))
+    assert tuning.choose({"float32": fp32, "bfloat16": bf16}) == ("bfloat16", 64)
+    # per-row cost dominates: 16 rows -> 16/(2+16) = 0.89 rows/ms >= 0.9 x 64/(2+64); 8 rows -> 0.8.
+    # bf16 only 3% faster: not worth its rounding
+    assert tuning.choose({"float32": sweep(2, 1), "bfloat16": sweep(2, 0.97)}) == ("float32", 16)
+    noisy = dict(bf16, **{"16": bf16["16"] / 4, "64": bf16["64"] * 3})  # two points 3-4x off
+    assert tuning.choose({"float32": fp32, "bfloat16": noisy}) == ("bfloat16", 64)
+    assert tuning.choose({"float32": {"8": 100.0}}) == ("float32", 8)  # one measured size
 
 
 def test_tuning_is_measured_once_and_cached(tiny, tmp_path, monkeypatch):
