@@ -149,7 +149,8 @@ def main() -> None:
     new = TransformersGenerator(copy.deepcopy(model), tok, model_spec=args.model, owns_model=True)
     tune_start = time.perf_counter()
     spec = new.spec()  # resolves dtype and batch size (measured once per machine, then cached)
-    print(f"continuous: {json.dumps(spec)} (resolved in {time.perf_counter() - tune_start:.1f} s)", flush=True)
+    print(f"continuous: {json.dumps(spec)} (resolved in {time.perf_counter() - tune_start:.1f} s)")
+    print(f"tuning: {json.dumps(new.tuning)}", flush=True)
     flops_per_token = 2 * matmul_params(model)
 
     chosen = {w: workloads()[w] for w in args.workloads.split(",")}

@@ -7,11 +7,13 @@ is refilled with the next queued prompt (prefilled in a group, its keys/values c
 slots), and once the queue is empty the batch shrinks to the live rows. Greedy results equal
 `model.generate` token for token (tests/inference/test_generation_fast.py).
 
-Why not transformers' own continuous batching (`model.generate_batch`, 5.23): on the 2-core CPU it
-was no faster than the old static batches (SmolLM2-135M, 16 chat prompts x 64 new tokens, greedy,
-same process: 11.3 and 7.3 tokens/s vs 17.3 and 7.6 for static batches of 8), it is built around
-CUDA graphs and paged attention with a background thread, and its log-probs are those of the
-processed (tempered, top-k/top-p) distribution where this project records the model's raw ones.
+Why not transformers' own continuous batching (`model.generate_batch`, 5.23), checked on the 2-core
+CPU: it was no faster than the old static batches (SmolLM2-135M, 16 chat prompts x 64 new tokens,
+greedy, same process, two rounds: 11.3 and 7.3 tokens/s vs 17.3 and 7.6 for static batches of 8);
+on CPU it sizes its paged KV cache to 60% of RAM (`max_memory_percent` default), 11.6 GB here, and
+the kernel OOM-killed it on the shared 24 GB machine; it decodes in a background thread built
+around CUDA graphs; and its log-probs are those of the processed (tempered, top-k/top-p)
+distribution where this project records the model's raw ones.
 
 Layout of the cache (`Slab`): one preallocated buffer per layer [rows, kv_heads, capacity, head_dim],
 written in place (transformers' DynamicCache concatenates, copying the whole cache every step:
@@ -226,9 +228,10 @@ class ContinuousBatcher:
         self.fast_paths = fast_paths and model.device.type == "cpu"
         self.fast_info: dict[str, Any] = {}
         self.max_rows = max(1, max_rows)
-        # Refill when this many slots are free: a prefill is one forward call however many prompts it
-        # holds, so tiny groups pay the per-call overhead more often; 1/8 of the slots keeps the idle
-        # slots few (default, see benchmarks/generation.py)
+        # Refill once this many slots are free (or the queue is down to that many prompts): each
+        # prefill is one more forward call (~one decode step of Python overhead), so waiting for
+        # 1/8 of the slots bounds the calls to ~8 per batch turnover while leaving few slots idle.
+        # A design choice, not measured against alternatives.
         self.refill_every = refill_every or max(1, self.max_rows // 8)
         Slab(model, 1, 1)  # raises UnsupportedModel early
 

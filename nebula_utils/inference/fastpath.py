@@ -20,6 +20,15 @@ oneDNN 3.12, MKL 2024.2; best of 15 runs; other processes shared the cores):
 
 `fast_inference(model)` swaps both in and restores the model afterwards; packed weights are cached
 per layer and re-packed when the weight changes (an RL policy updated between generations).
+
+Tried and not kept:
+- torch.compile (inductor, weight freezing, dynamic shapes) of the bf16 decode step (16 rows, 256
+  cached tokens): 1,588 s to compile, 751 s more to recompile for a new cache, then 279-1,443 ms
+  per step against 86-645 ms for these eager fast paths in the same process: no gain, and the
+  compile alone outlasts a demo. (Compiling on top of PackedLinear fails to lower.)
+- thread settings: left to OMP_NUM_THREADS (the Makefile sets 2 = the cores). On this shared
+  machine 1 and 2 threads measured the same (bf16 512^2 matmul 443 vs 431 GFLOP/s) because other
+  processes held the cores, so there was nothing to choose on measurement.
 """
 
 from __future__ import annotations

@@ -377,7 +377,7 @@ class TransformersGenerator(_Base):
         if self.fallback_reason:
             out["fallback_reason"] = self.fallback_reason
         if self.tuning:
-            out["tuning"] = {k: self.tuning[k] for k in ("machine", "context", "tokens_per_s") if k in self.tuning}
+            out["tuning"] = {k: self.tuning[k] for k in ("machine", "step_ms") if k in self.tuning}
         return out
 
 

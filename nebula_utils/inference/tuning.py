@@ -32,7 +32,7 @@ KNEE = 0.9
 BF16_MARGIN = 1.1
 STOP_BELOW = 0.8  # a size this far below the best so far is past the knee
 STEPS = 3  # decode steps timed per (dtype, size) and pass; the fastest counts
-PASSES = 2  # the whole sweep twice, minutes apart on a slow machine: a burst of load hits one pass
+PASSES = 1  # full sweeps, best per point kept: with the thread clock and the fit one suffices (2: 194 s here)
 KV_BUDGET_BYTES = 4 << 30  # largest KV cache (CONTEXT tokens per row) a sweep will allocate
 GPU_BATCH_SIZE = 64  # documented constant where nothing is measured (transformers backend on GPU)
 
