@@ -8,12 +8,13 @@ slots), and once the queue is empty the batch shrinks to the live rows. Greedy r
 `model.generate` token for token (tests/inference/test_generation_fast.py).
 
 Why not transformers' own continuous batching (`model.generate_batch`, 5.23), checked on the 2-core
-CPU: it was no faster than the old static batches (SmolLM2-135M, 16 chat prompts x 64 new tokens,
-greedy, same process, two rounds: 11.3 and 7.3 tokens/s vs 17.3 and 7.6 for static batches of 8);
-on CPU it sizes its paged KV cache to 60% of RAM (`max_memory_percent` default), 11.6 GB here, and
-the kernel OOM-killed it on the shared 24 GB machine; it decodes in a background thread built
-around CUDA graphs; and its log-probs are those of the processed (tempered, top-k/top-p)
-distribution where this project records the model's raw ones.
+CPU (SmolLM2-135M fp32, 16 chat prompts x 64 new tokens, greedy, same process, 3 interleaved rounds,
+medians): generate_batch 21.4 tokens/s (41.8 per CPU-second), the old static batches of 8 14.8
+(31.0), this engine at 16 rows 41.6 (84.0), so about half of this engine's speed. With its defaults
+on CPU it sizes its paged KV cache to 60% of RAM (`max_memory_percent`), 11.6 GB here, and the
+kernel OOM-killed it on the shared 24 GB machine (the run above caps it at 5%); it decodes in a
+background thread built around CUDA graphs; and its log-probs are those of the processed (tempered,
+top-k/top-p) distribution where this project records the model's raw ones.
 
 Layout of the cache (`Slab`): one preallocated buffer per layer [rows, kv_heads, capacity, head_dim],
 written in place (transformers' DynamicCache concatenates, copying the whole cache every step:
