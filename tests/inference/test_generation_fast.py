@@ -231,6 +231,18 @@ def test_cpu_flags_are_parsed_and_bf16_needs_them(tmp_path, monkeypatch):
     assert cpu.matmul_flops("float32", 64, seconds=0.01) > 0
 
 
+def test_a_cpu_without_the_fast_paths_falls_back_cleanly(tiny, monkeypatch):
+    """No native bf16 and no faster packed matmul (CI machines differ): fp32, plain nn.Linear, same outputs."""
+    monkeypatch.setattr(cpu, "native_bf16", lambda flags=None: False)
+    monkeypatch.setattr(fastpath, "_cached_speedup", lambda *a: 0.0)
+    model = copy.deepcopy(tiny[0])
+    assert tuning.candidates(model) == ["float32"]
+    with fastpath.fast_inference(model) as info:
+        assert info["packed_linears"] == 0 and not any(isinstance(m, fastpath.PackedLinear) for m in model.modules())
+    gen = TransformersGenerator(model, tiny[1], batch_size=3)
+    assert assert_matches_generate(gen, PROMPTS[:4], 12) == {"length"}
+
+
 def sweep(fixed_ms: float, per_row_ms: float, sizes=(1, 2, 4, 8, 16, 32, 64)) -> dict[str, float]:
     return {str(n): n / (1e-3 * (fixed_ms + per_row_ms * n)) for n in sizes}
 
