@@ -334,6 +334,9 @@ class TransformersGenerator(_Base):
         from .engine import ContinuousBatcher, Options
 
         ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f"complete_raw: text {empty[0]} tokenizes to no tokens; nothing to continue")
         top_k = getattr(self.model.generation_config, "top_k", None)
         opts = Options(
             max_new_tokens=params.max_new_tokens,
