@@ -14,8 +14,17 @@ evaluation and the eval fast path share one code path whatever the hardware:
   log-probability of the generated tokens under the model's raw (untempered) distribution.
 - `complete_raw` continues already-formatted text (no chat template applied): Magpie feeds a
   chat template's user-turn prefix this way.
-- `spec()` is a JSON-able description (backend, model, batch size, library versions) that data
+- `spec()` is a JSON-able description (backend, model, batch size, library versions; for
+  transformers also scheduler, weight dtype and the measurements behind them) that data
   manifests record beside the sampling params.
+
+The transformers backend decodes by continuous batching (engine.py): finished rows leave the
+batch and queued prompts take their slots, instead of static batches of 8 that waited for their
+longest completion. Batch size and, on CPUs with native bf16, bf16 weights are chosen by a measured
+sweep (tuning.py), and CPU fast paths are used where they measured faster (fastpath.py).
+`scheduler="static"` keeps the old path. Greedy outputs equal plain `model.generate` token for
+token in fp32; bf16 stays within the tolerance stated in tests/inference/test_generation_fast.py.
+Throughput: benchmarks/generation.py.
 
 Greedy decoding (temperature 0) with n > 1 returns n copies of the one greedy completion on both
 backends: greedy is deterministic, and transformers refuses num_return_sequences > 1 without
@@ -141,24 +150,118 @@ class _Base:
         }
 
 
+# Fields of a model's generation_config that add logits processors the continuous engine does not
+# apply; a model that sets any of them is served by the static path, which runs `model.generate`.
+_UNSUPPORTED_PROCESSING = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "min_p": None,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+    "bad_words_ids": None,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "forced_bos_token_id": None,
+    "forced_eos_token_id": None,
+    "sequence_bias": None,
+}
+# `model.generate` fills an unset top_k with transformers' global default (50) when sampling; the
+# old path applied it implicitly and the continuous engine does the same.
+DEFAULT_TOP_K = 50
+STATIC_BATCH_SIZE = 8  # the old path's constant, kept for `scheduler="static"`
+
+
 class TransformersGenerator(_Base):
-    """Batched `model.generate` with left padding; prompts sorted by length to limit padding."""
+    """transformers backend.
+
+    scheduler="continuous" (default): `engine.ContinuousBatcher` keeps up to `batch_size` sequences
+    decoding in one KV cache and refills a finished row's slot at once. batch_size=0 (default) and
+    dtype="auto" are chosen by a measured sweep (`tune_generation`, cached per machine and
+    architecture): on CPU, bf16 weights only where the CPU has native bf16 and they measured faster.
+    The weights are cast only when the generator owns the model (`from_spec`, or owns_model=True):
+    a model passed in (an RL policy between updates) keeps its dtype unless `dtype` is explicit.
+    scheduler="static": the previous path, unchanged (prompts sorted by length, batched
+    `model.generate` with left padding, each batch waiting for its longest completion); it is the
+    baseline of benchmarks/generation.py and the fallback for models the engine does not support
+    (sliding-window or linear attention, logits processors set in the model's generation_config).
+    """
 
     backend = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, model_spec: str = ""):
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 0,
+        model_spec: str = "",
+        scheduler: str = "continuous",
+        dtype: str = "auto",
+        fast_paths: bool = True,
+        owns_model: bool = False,
+    ):
+        if scheduler not in ("continuous", "static"):
+            raise ValueError(f"unknown scheduler '{scheduler}' (continuous | static)")
+        if dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"unknown dtype '{dtype}' (auto | float32 | bfloat16 | float16)")
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.model_spec = model_spec or getattr(model, "name_or_path", "")
+        self.scheduler, self.dtype, self.fast_paths, self.owns_model = scheduler, dtype, fast_paths, owns_model
         self.stats = GenerationStats()
+        self.tuning: dict[str, Any] | None = None
+        self.fallback_reason = ""
+        self.on_progress: Any = None  # optional callable(done, total, seconds) for long runs
+        self._resolved = False
         eos = model.generation_config.eos_token_id
         self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
 
     @classmethod
-    def from_spec(cls, spec: str, device: str = "auto", batch_size: int = 8) -> TransformersGenerator:
+    def from_spec(
+        cls,
+        spec: str,
+        device: str = "auto",
+        batch_size: int = 0,
+        scheduler: str = "continuous",
+        dtype: str = "auto",
+        fast_paths: bool = True,
+    ) -> TransformersGenerator:
         from .models import load_model_and_tokenizer
 
         model, tok = load_model_and_tokenizer(spec, device=device)
-        return cls(model, tok, batch_size, model_spec=spec)
+        return cls(model, tok, batch_size, spec, scheduler, dtype, fast_paths, owns_model=True)
+
+    # ------------------------------------------------------------------ choices made once
+    def _resolve(self) -> None:
+        """Pick scheduler, weight dtype and batch size (measured where asked to); once per generator."""
+        if self._resolved:
+            return
+        self._resolved = True
+        if self.scheduler == "continuous":
+            from .engine import Slab, UnsupportedModel
+
+            try:
+                Slab(self.model, 1, 1)
+            except UnsupportedModel as exc:
+                self.scheduler, self.fallback_reason = "static", str(exc)
+        if self.scheduler == "static":
+            if self.dtype not in ("auto", _dtype_name(self.model)):
+                self.model.to(_torch_dtype(self.dtype))
+            return
+        dtype = self.dtype if self.dtype != "auto" or self.owns_model else _dtype_name(self.model)
+        if dtype == "auto" or not self.batch_size:
+            from .tuning import tune_generation
+
+            self.tuning = tune_generation(self.model, dtype, self.batch_size, self.fast_paths)
+            if not self.batch_size:
+                self.batch_size = self.tuning["batch_size"]
+            target = self.tuning["dtype"]
+        else:
+            target = dtype
+        if target != _dtype_name(self.model):
+            self.model.to(_torch_dtype(target))
 
     def _finish(self, new_ids: list[int]) -> tuple[int, str]:
         """(tokens generated up to and including the end-of-turn token, finish reason)."""
@@ -167,6 +270,18 @@ class TransformersGenerator(_Base):
                 return i + 1, "stop"
         return len(new_ids), "length"
 
+    def _completion(self, ids: list[int], logps: list[float] | None) -> Completion:
+        count, reason = self._finish(ids)
+        text = self.tokenizer.decode(ids[:count], skip_special_tokens=True).strip()
+        mean_lp = float(sum(logps[:count]) / count) if logps is not None and count else None
+        return Completion(text, reason, count, mean_lp)
+
+    def _unsupported_processing(self) -> str:
+        config = self.model.generation_config
+        odd = [k for k, default in _UNSUPPORTED_PROCESSING.items() if getattr(config, k, None) not in (None, default)]
+        return f"generation_config sets {', '.join(odd)}" if odd else ""
+
+    # ------------------------------------------------------------------ static path (the old one)
     def _batch(self, texts: list[str], params: SamplingParams) -> list[list[Completion]]:
         import torch
 
@@ -200,20 +315,83 @@ class TransformersGenerator(_Base):
         groups = [flat[j * n_return : (j + 1) * n_return] for j in range(len(texts))]
         return [g * params.n if params.greedy else g for g in groups]
 
-    def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+    def _static(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         import torch
 
         self.tokenizer.padding_side = "left"
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         outputs: list[list[Completion]] = [[] for _ in texts]
         torch.manual_seed(params.seed)
-        start = time.perf_counter()
-        for lo in range(0, len(order), self.batch_size):
-            idx = order[lo : lo + self.batch_size]
+        size = self.batch_size or STATIC_BATCH_SIZE
+        for lo in range(0, len(order), size):
+            idx = order[lo : lo + size]
             for i, group in zip(idx, self._batch([texts[i] for i in idx], params)):
                 outputs[i] = group
+        return outputs
+
+    # ------------------------------------------------------------------ continuous path
+    def _continuous(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        from .engine import ContinuousBatcher, Options
+
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f"complete_raw: text {empty[0]} tokenizes to no tokens; nothing to continue")
+        top_k = getattr(self.model.generation_config, "top_k", None)
+        opts = Options(
+            max_new_tokens=params.max_new_tokens,
+            greedy=params.greedy,
+            temperature=params.temperature,
+            top_k=DEFAULT_TOP_K if top_k is None else top_k,
+            top_p=params.top_p,
+            seed=params.seed,
+            logprobs=params.logprobs,
+        )
+        batcher = ContinuousBatcher(
+            self.model, self.eos_ids, self.tokenizer.pad_token_id, self.batch_size, fast_paths=self.fast_paths
+        )
+        rows = batcher.run(ids, opts, 1 if params.greedy else params.n, self._progress_hook())
+        groups = [[self._completion(r.tokens, r.logprobs if params.logprobs else None) for r in g] for g in rows]
+        return [g * params.n if params.greedy else g for g in groups]
+
+    def _progress_hook(self):
+        if self.on_progress is None:
+            return None
+        start = time.perf_counter()
+        return lambda done, total, _tokens: self.on_progress(done, total, time.perf_counter() - start)
+
+    def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
+        self._resolve()
+        start = time.perf_counter()
+        unsupported = self._unsupported_processing()
+        if self.scheduler == "static" or unsupported:
+            self.fallback_reason = self.fallback_reason or unsupported
+            outputs = self._static(texts, params)
+        else:
+            outputs = self._continuous(texts, params)
         self.stats.add(len(texts), outputs, time.perf_counter() - start, greedy=params.greedy)
         return outputs
+
+    def spec(self) -> dict[str, Any]:
+        self._resolve()
+        out = super().spec() | {"scheduler": self.scheduler, "dtype": _dtype_name(self.model)}
+        if self.scheduler == "static":
+            out["batch_size"] = self.batch_size or STATIC_BATCH_SIZE
+        if self.fallback_reason:
+            out["fallback_reason"] = self.fallback_reason
+        if self.tuning:
+            out["tuning"] = {k: self.tuning[k] for k in ("machine", "step_ms") if k in self.tuning}
+        return out
+
+
+def _dtype_name(model: Any) -> str:
+    return str(model.dtype).removeprefix("torch.")
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, name)
 
 
 class VLLMGenerator(_Base):
@@ -290,12 +468,23 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
-def make_generator(spec: str, backend: str = "auto", device: str = "auto", batch_size: int = 8):
-    """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers."""
+def make_generator(
+    spec: str,
+    backend: str = "auto",
+    device: str = "auto",
+    batch_size: int = 0,
+    scheduler: str = "continuous",
+    dtype: str = "auto",
+):
+    """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers.
+
+    transformers only: batch_size 0 = measured (see TransformersGenerator); scheduler continuous |
+    static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16.
+    """
     if backend == "auto":
         backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
         return VLLMGenerator.from_spec(spec)
     if backend == "transformers":
-        return TransformersGenerator.from_spec(spec, device=device, batch_size=batch_size)
+        return TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
     raise ValueError(f"unknown generation backend '{backend}' (auto | vllm | transformers)")
