@@ -26,7 +26,10 @@ class EvalStageConfig(StageConfig):
     benchmarks: list[str] = doc("[] = every benchmark of the suite part; else these names")
     limit: int = doc("items per benchmark, 0 = all")
     backend: str = doc("auto (vLLM when installed and on CUDA, else hf) | hf | vllm")
-    batch_size: int = doc("prompts per generation batch")
+    batch_size: int = doc(
+        "fast path: rows decoded together (0 = measured once per machine and model); lm-eval's hf model: "
+        "its batch size (0 means 8 there)"
+    )
     max_gen_toks: int = doc(
         "cap on generated tokens (fast path: the budget; lm-eval: caps each task's own); 0 = each task's own"
     )
@@ -43,7 +46,7 @@ class EvalStageConfig(StageConfig):
         self.one_of("task_source", TASK_SOURCES)
         self.at_least("limit", 0)
         self.at_least("max_gen_toks", 0)
-        self.at_least("batch_size", 1)
+        self.at_least("batch_size", 0)
         self.at_least("num_fewshot", -1)
         self.at_least("bootstrap_resamples", 100)
 
