@@ -273,6 +273,23 @@ def resolve_inputs(cls: type, values: dict[str, Any], run_dir_hint: Path) -> dic
         info = builtin_version(schema, run_dir_hint / f"builtin_{key}", values.get("seed", 0))
         values[key] = str(info.path)
         notes[key] = f"no {stage} output under {results_root()}: built-in {schema} sample ({info.num_rows} rows)"
+    # Model fields (`upstream_models`) hold a spec (Hub id, packaged:..., tiny-random) or a folder: a
+    # set value is made absolute only when it is a folder under the repository; an empty one is the
+    # newest complete upstream checkpoint, and there is no built-in stand-in for a trained model.
+    for key, spec in getattr(cls, "upstream_models", {}).items():
+        value = values.get(key)
+        if value:
+            values[key] = str(repo_path(value)) if repo_path(value).is_dir() else value
+            continue
+        stage, _, sub = spec.partition("/")
+        found = _newest_output(stage, sub)
+        if found is None:
+            raise FileNotFoundError(
+                f"key '{key}' is empty and no complete {stage} run is under {results_root()}: "
+                f"run notebooks/{stage}.ipynb first or pass {key}=<model spec or checkpoint folder>"
+            )
+        values[key] = str(found)
+        notes[key] = f"newest complete {stage} output: {found}"
     return notes
 
 

@@ -61,12 +61,12 @@ from nebula_utils.report import lineage as lin
 from nebula_utils.report import plots
 from nebula_utils.report.verdict import conclusion_text, verdict
 from nebula_utils.runs import start_run
-from nebula_utils.stages.ablation_opd_vs_mopd import budget_table, equal_budgets
+from nebula_utils.stages.ablation_opd_vs_mopd import budget_table, equal_budgets, variant_runs
 from nebula_utils.stages.report import display_bases, html_path
 
 run = start_run("84_ablation_opd_vs_mopd", globals())
 cfg = run.config
-results = rp.load_runs(cfg.runs, cfg.labels)
+results = rp.load_runs(*variant_runs(cfg))
 base_label = results[rp.baseline_index(results, cfg.baseline)].label
 others = [r.label for r in results if r.label != base_label]
 lineages = [lin.lineage(r.path) for r in results]

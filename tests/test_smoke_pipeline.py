@@ -82,7 +82,7 @@ def test_a_rerun_into_a_fresh_root_gives_identical_metrics(smoke, tmp_path):
 
 # Notebooks opened as JupyterLab opens them: kernel cwd notebooks/, the notebook's own parameters
 # cell, no input injected: an empty input resolves to the newest complete upstream output under the
-# results root. The five notebooks whose defaults are the demo scale (SmolLM2 generating or training
+# results root. The notebooks whose defaults are the demo scale (SmolLM2 generating or training
 # for minutes) get only size knobs here, never their inputs; the others run with nothing injected.
 SIZE_ONLY = {
     "11_distill": {"teacher": "tiny-random", "max_prompts": 2, "k": 2, "max_new_tokens": 8},
@@ -96,6 +96,8 @@ SIZE_ONLY = {
     "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
+    "50_opd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
+    "51_mopd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
     "40_grpo": {
         "model": "tiny-random",
         "max_steps": 1,
@@ -120,7 +122,7 @@ def test_notebook_runs_top_to_bottom_as_jupyterlab_opens_it(smoke, stage, tmp_pa
     text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
     runs = sorted((root / "interactive").glob(f"{stage}-*/run.json"))
     assert runs and json.loads(runs[-1].read_text())["status"] == "complete"
-    if stage in ("11_distill", "12_filter", "13_difficulty", "14_classify_sample", "15_decontam", "20_sft"):
+    if stage in ("11_distill", "12_filter", "13_difficulty", "14_classify_sample", "15_decontam", "20_sft", "50_opd"):
         assert "newest complete" in text, f"{stage} did not say which upstream output it read"
 
 

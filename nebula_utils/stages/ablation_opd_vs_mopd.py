@@ -25,7 +25,10 @@ TRAINING_STAGES = ("50_opd", "51_mopd")
 
 @dataclass
 class OPDvsMOPDConfig(StageConfig):
-    runs: list[str] = doc("60_eval run folders, one per variant (the ablation passes them)")
+    runs: list[str] = doc(
+        "60_eval run folders, one per variant (the ablation passes them); [] = the newest evaluations of an "
+        "OPD- and a MOPD-trained model under the results root"
+    )
     labels: list[str] = doc("one label per run (the ablation passes [opd, mopd])")
     baseline: int | str = doc("the OPD row: its index in `runs` or its label")
     report_name: str = doc("writes <results root>/reports/<report_name>.html")
@@ -34,8 +37,8 @@ class OPDvsMOPDConfig(StageConfig):
     claim_points: float = doc("the paper's effect the verdict is set against, in points (MOPD: +4.18 average)")
 
     def check(self) -> None:
-        if len(self.runs) < 2:
-            raise ConfigError(f"key 'runs': an OPD and a MOPD evaluation run are needed, got {len(self.runs)}")
+        if len(self.runs) == 1:
+            raise ConfigError("key 'runs': an OPD and a MOPD evaluation run are needed, got 1")
         if self.labels and len(self.labels) != len(self.runs):
             raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
         self.at_least("bootstrap_resamples", 100)
@@ -49,6 +52,39 @@ class OPDvsMOPDConfig(StageConfig):
         from .report import html_path
 
         return html_path(params.get("report_name") or "opd_vs_mopd", params.get("run_dir") or "")
+
+
+def variant_runs(cfg: OPDvsMOPDConfig) -> tuple[list[str], list[str]]:
+    """(runs, labels) to compare: the configured ones, or with empty `runs` (the notebook opened as
+    is) the newest complete evaluation of a plain-OPD model and of a routed-MOPD model under the
+    results root, found by the training run that owns each evaluated checkpoint."""
+    import yaml
+
+    from ..io import read_json
+    from ..paths import results_root
+    from ..report.compare import find_eval_runs
+    from ..report.lineage import owning_run
+
+    if cfg.runs:
+        return list(cfg.runs), list(cfg.labels)
+    newest: dict[str, tuple[float, str]] = {}
+    for eval_dir in find_eval_runs(results_root()):
+        model = Path(str(yaml.safe_load((eval_dir / "config.yaml").read_text()).get("model", "")))
+        trainer = owning_run(model.resolve()) if model.is_absolute() and model.exists() else None
+        info = read_json(trainer / "run.json") if trainer else {}
+        if info.get("stage") not in TRAINING_STAGES:
+            continue
+        routed = info["stage"] == "51_mopd" and yaml.safe_load((trainer / "config.yaml").read_text()).get("teachers")
+        finished = float(read_json(eval_dir / "run.json").get("finished") or 0)
+        label = "mopd" if routed else "opd"
+        newest[label] = max(newest.get(label, (0.0, "")), (finished, str(eval_dir)))
+    if set(newest) != {"opd", "mopd"}:
+        raise ConfigError(
+            f"key 'runs': empty, and {results_root()} has no complete evaluation of both an OPD and a MOPD model "
+            f"(found: {sorted(newest) or 'none'}); run `nebula run params/ablations/opd_vs_mopd.yaml` or pass runs"
+        )
+    print(f"runs: the newest OPD and MOPD evaluations under {results_root()}")
+    return [newest["opd"][1], newest["mopd"][1]], ["opd", "mopd"]
 
 
 def training_run(tree: Mapping[str, Any]) -> Path | None:

@@ -23,9 +23,13 @@ from ..config import ConfigError, StageConfig, doc
 class OPDStageConfig(StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/rl_pool"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "rl"}
+    upstream_models: ClassVar[dict[str, str]] = {"teacher": "20_sft/model"}
 
     model: str = doc("the student: model spec or checkpoint folder (e.g. a 20_sft run's model/)")
-    teacher: str = doc("the teacher: model spec or checkpoint folder; must share the student's tokenizer")
+    teacher: str = doc(
+        "the teacher: model spec or checkpoint folder; must share the student's tokenizer; "
+        '"" = the newest complete 20_sft model under the results root'
+    )
     data: str = doc('rl or sft data version (prompts only); "" = the newest 16_curriculum/rl_pool')
     max_prompts: int = doc("0 = every prompt of `data`; else a seeded sample of this many")
     num_samples: int = doc(
@@ -49,11 +53,6 @@ class OPDStageConfig(StageConfig):
     trl_overrides: dict[str, Any] = doc("any other trl.DistillationConfig field, checked by name (e.g. use_vllm)")
 
     def check(self) -> None:
-        if not self.teacher:
-            raise ConfigError(
-                "key 'teacher': name the teacher (a model spec, or a checkpoint folder such as "
-                "results/<pipeline>/20_sft-<hash>/model)"
-            )
         self.check_teacher_is_not_the_student()
         for key in ("max_prompts", "num_samples", "top_k", "warmup_ratio", "weight_decay"):
             self.at_least(key, 0)

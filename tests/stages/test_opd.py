@@ -13,7 +13,6 @@ from tests.factories import copied_model, perturbed_model, small_mix
 @pytest.mark.parametrize(
     "over,match",
     [
-        ({"teacher": ""}, "key 'teacher': name the teacher"),
         ({"teacher": "packaged:smollm2-135m-instruct"}, "key 'teacher': the teacher is the student itself"),
         ({"beta": 1.5}, "key 'beta'"),
         ({"num_samples": -1}, "key 'num_samples'"),

@@ -1,0 +1,47 @@
+"""runs.resolve_inputs: what an empty or relative input becomes when a notebook starts (JupyterLab
+opens notebooks with their own parameters cell, so empty inputs are the common case)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _complete_run(root, name, stage, sub, finished):
+    run = root / "pipe" / name
+    (run / sub).mkdir(parents=True)
+    (run / "config.yaml").write_text("{}\n")
+    (run / "run.json").write_text(json.dumps({"stage": stage, "status": "complete", "finished": finished}))
+    return run / sub
+
+
+def test_empty_teacher_is_the_newest_complete_sft_model_and_specs_are_kept(tmp_path, monkeypatch):
+    from nebula_utils.runs import resolve_inputs
+    from nebula_utils.stages.opd import OPDStageConfig
+
+    monkeypatch.setenv("NEBULA_RESULTS", str(tmp_path))
+    values = {"teacher": "", "data": "", "seed": 0}
+    with pytest.raises(FileNotFoundError, match="key 'teacher' is empty and no complete 20_sft run"):
+        resolve_inputs(OPDStageConfig, dict(values), tmp_path / "run")
+    _complete_run(tmp_path, "20_sft-old", "20_sft", "model", finished=1.0)
+    newest = _complete_run(tmp_path, "20_sft-new", "20_sft", "model", finished=2.0)
+    resolved = dict(values)
+    notes = resolve_inputs(OPDStageConfig, resolved, tmp_path / "run")
+    assert resolved["teacher"] == str(newest) and "newest complete 20_sft" in notes["teacher"]
+    assert "built-in rl sample" in notes["data"]  # no 16_curriculum run: the small built-in version
+    for spec in ("tiny-random", "packaged:smollm2-135m-instruct", "Qwen/Qwen3-8B"):
+        kept = {"teacher": spec, "data": resolved["data"]}
+        resolve_inputs(OPDStageConfig, kept, tmp_path / "run")
+        assert kept["teacher"] == spec  # a model spec is never turned into a path
+
+
+def test_relative_checkpoint_folder_is_made_absolute_under_the_repository(tmp_path, monkeypatch):
+    from nebula_utils.paths import REPO_ROOT
+    from nebula_utils.runs import resolve_inputs
+    from nebula_utils.stages.opd import OPDStageConfig
+
+    monkeypatch.setenv("NEBULA_RESULTS", str(tmp_path))
+    values = {"teacher": "nebula_utils", "data": str(tmp_path)}
+    resolve_inputs(OPDStageConfig, values, tmp_path / "run")
+    assert values["teacher"] == str(REPO_ROOT / "nebula_utils")
