@@ -97,7 +97,12 @@ SIZE_ONLY = {
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
     "50_opd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
-    "51_mopd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
+    "51_mopd": {
+        "model": "tiny-random",
+        "num_samples": 2,
+        "per_device_train_batch_size": 2,
+        "max_completion_length": 4,
+    },
     "40_grpo": {
         "model": "tiny-random",
         "max_steps": 1,
