@@ -49,6 +49,7 @@ warmup_ratio: float = 0.05
 weight_decay: float = 0.0
 assistant_only_loss: bool = True
 packing: bool = False
+bf16: bool | str = "auto"
 use_lora: bool = False
 lora_r: int = 16
 lora_alpha: int = 32

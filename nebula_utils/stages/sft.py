@@ -8,10 +8,14 @@ trainer call lives in nebula_utils.train.sft.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import StageConfig, doc
+from ..config import ConfigError, StageConfig, doc
+
+BF16_SETTINGS = ("auto", True, False)
 
 
 @dataclass
@@ -32,7 +36,14 @@ class SFTStageConfig(StageConfig):
     warmup_ratio: float = doc("fraction of the steps spent warming up the learning rate")
     weight_decay: float = doc("AdamW weight decay")
     assistant_only_loss: bool = doc("loss on assistant tokens only (needs {% generation %} markers in the template)")
-    packing: bool = doc("pack several samples into one sequence (TRL's bfd strategy)")
+    packing: bool = doc(
+        "pack samples into max_length rows (TRL's bfd strategy, padding-free batches; sequences do not attend to "
+        "each other: tests/train/test_sft_packing.py). Demo data: 34% of an unpacked batch of 4 is padding"
+    )
+    bf16: bool | str = doc(
+        "bf16 autocast: auto (CUDA with bf16; a CPU with amx_bf16/avx512_bf16 whose measured bf16 matmul is "
+        ">= 1.5x fp32, see nebula_utils.train.throughput) | true | false (fp32)"
+    )
     use_lora: bool = doc("train LoRA adapters (merged into the saved model) instead of every weight")
     lora_r: int = doc("LoRA rank")
     lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r)")
@@ -43,6 +54,7 @@ class SFTStageConfig(StageConfig):
     trl_overrides: dict[str, Any] = doc("any other trl.SFTConfig field, checked by name when the trainer is built")
 
     def check(self) -> None:
+        self.one_of("bf16", BF16_SETTINGS)
         self.above("num_train_epochs", 0.0)
         for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay"):
             self.at_least(key, 0)
@@ -58,3 +70,63 @@ class SFTStageConfig(StageConfig):
             "logging_steps",
         ):
             self.at_least(key, 1)
+
+    def use_cuda(self) -> bool:
+        from ..inference.models import pick_device
+
+        return pick_device(self.device).startswith("cuda")
+
+    def to_trl(self, output_dir: str | Path, bf16: bool | None = None):
+        """The trl.SFTConfig of this stage. `bf16`: the resolved precision (train_sft passes
+        nebula_utils.train.throughput.resolve_bf16(cfg.bf16, ...)); None resolves `self.bf16` here."""
+        from trl import SFTConfig
+
+        known = {f.name for f in dataclasses.fields(SFTConfig)}
+        unknown = sorted(set(self.trl_overrides) - known)
+        if unknown:
+            raise ConfigError(f"key 'trl_overrides': unknown trl.SFTConfig field '{unknown[0]}'")
+        cuda = self.use_cuda()
+        if bf16 is None:
+            from ..train.throughput import resolve_bf16
+
+            bf16 = resolve_bf16(self.bf16, "cuda" if cuda else "cpu")[0]
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(output_dir),
+            seed=self.seed,
+            data_seed=self.seed,
+            max_length=self.max_length,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps if self.max_steps > 0 else -1,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+            weight_decay=self.weight_decay,
+            assistant_only_loss=self.assistant_only_loss,
+            packing=self.packing,
+            packing_strategy="bfd",  # padding-free rows with per-sample position_ids (TRL's default, pinned)
+            activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name
+            logging_steps=self.logging_steps,
+            bf16=bf16,  # TRL defaults to True; decided per machine by resolve_bf16, never assumed
+            use_cpu=not cuda,
+            report_to="none",
+            save_strategy="no",  # the stage saves the final model itself, atomically
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        kwargs.update(self.trl_overrides)
+        return SFTConfig(**kwargs)
+
+    def lora_config(self):
+        if not self.use_lora:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or "all-linear",
+            task_type="CAUSAL_LM",
+        )
