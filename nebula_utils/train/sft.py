@@ -6,6 +6,7 @@ runs it and returns metrics (the stage logs them in its epilogue).
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,59 @@ def check_packing_attention(model, packing: bool) -> None:
         )
 
 
+@functools.cache
+def full_logits_trainer_class() -> type:
+    """TRL's SFTTrainer with the loss of the model's own LM head and cross-entropy over the full
+    logits, in place of TRL's fused, chunked LM-head kernel.
+
+    Why, on CPU: TRL's kernel runs on CPU as plain torch ops that accumulate the LM head's backward
+    GEMMs in fp32 (`.float()` on both operands; CPU torch has no bf16-in/fp32-out matmul), so
+    under bf16 autocast the 49152 x 576 head, 21% of SmolLM2-135M's FLOPs, runs its backward at the
+    fp32 rate: measured forward+backward 93 tokens/CPU-s with the fused kernel vs 136 with full
+    logits (1.46x) in bf16, 57 vs 61 in fp32 (1 thread, packed 512-token rows). Full logits cost
+    memory (512 x 49152 fp32 = 100 MB per row), which is why TRL avoids them on GPUs with long
+    sequences; the losses agree to 1e-5 in fp32 (tests/train/test_sft_packing.py). Logged metrics:
+    TRL's num_tokens and mean_token_accuracy (entropy is not computed: it needs another pass over
+    the logits).
+    """
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class FullLogitsSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {**inputs, "use_cache": False}
+            loss, outputs = Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            with torch.no_grad():
+                labels = inputs["labels"][:, 1:]
+                mask = labels != -100
+                correct = ((outputs.logits[:, :-1].argmax(-1) == labels) & mask).sum()
+                self._metrics[mode]["mean_token_accuracy"].append((correct / mask.sum().clamp(min=1)).item())
+            if mode == "train":
+                mask = inputs.get("attention_mask")
+                self._total_train_tokens += int(mask.sum()) if mask is not None else inputs["position_ids"].size(1)
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return (loss, outputs) if return_outputs else loss
+
+    return FullLogitsSFTTrainer
+
+
+def make_trainer(cfg: Any, model: Any, dataset: Any, tokenizer: Any, output_dir: Path, bf16: bool) -> Any:
+    """The stage's SFTTrainer: TRL's fused LM-head loss on CUDA, full-logits loss on CPU (see
+    full_logits_trainer_class for the measurement)."""
+    from trl import SFTTrainer
+
+    cls = SFTTrainer if cfg.use_cuda() else full_logits_trainer_class()
+    return cls(
+        model=model,
+        args=cfg.to_trl(output_dir, bf16=bf16),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=cfg.lora_config(),
+    )
+
+
 def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Train with TRL's SFTTrainer (`cfg`: nebula_utils.stages.sft.SFTStageConfig); save the
     (merged) model to <run_dir>/model and the log history to <run_dir>/train_log.json.
@@ -64,7 +118,6 @@ def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """
     import torch
     from transformers import AutoModelForCausalLM
-    from trl import SFTTrainer
 
     from ..inference.models import load_tokenizer, resolve_model_path
     from .throughput import TokenCounter, flops_per_token, make_throughput_callback, peak_flops, resolve_bf16
@@ -77,13 +130,7 @@ def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     check_packing_attention(model, cfg.packing)
     model_flops = flops_per_token(model, lora=cfg.use_lora)
     dataset = load_sft_dataset(cfg.data, cfg.max_samples, cfg.seed)
-    trainer = SFTTrainer(
-        model=model,
-        args=cfg.to_trl(run_dir / "checkpoints", bf16=bf16),
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=cfg.lora_config(),
-    )
+    trainer = make_trainer(cfg, model, dataset, tokenizer, run_dir / "checkpoints", bf16)
     precision = "bfloat16" if bf16 else "float32"
     peak = peak_flops(precision, device=device)
     counter = TokenCounter().attach(trainer.model)

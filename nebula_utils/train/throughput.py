@@ -72,7 +72,7 @@ def measure_matmul_peak(
     n: int = PEAK_N,
     threads: int | None = None,
     device: str = "cpu",
-    windows: int = 4,
+    windows: int = 6,
     window_s: float = 0.25,
 ) -> float:
     """Best FLOP/s of an n x n matmul in `dtype` ("float32" | "bfloat16") over `windows` timed windows

@@ -114,3 +114,39 @@ def test_attention_without_packed_masks_is_refused(tiny_model_path):
     check_packing_attention(model, packing=False)
     with pytest.raises(ValueError, match="some_custom_kernel"):
         check_packing_attention(model, packing=True)
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
+def test_full_logits_loss_matches_trl_fused_loss_and_gradients(sft_config, tmp_path, tiny_model_path, packing):
+    """The CPU trainer's full-logits loss = TRL's fused LM-head loss, value and gradients (fp32)."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    from nebula_utils.inference.models import load_tokenizer
+    from nebula_utils.train.sft import full_logits_trainer_class, load_sft_dataset
+
+    cfg = sft_config(packing=packing)
+    results = []
+    for cls in (SFTTrainer, full_logits_trainer_class()):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32)
+        trainer = cls(
+            model=model,
+            args=cfg.to_trl(tmp_path / cls.__name__, bf16=False),
+            train_dataset=load_sft_dataset(cfg.data),
+            processing_class=load_tokenizer("tiny-random"),
+        )
+        batch = trainer.data_collator(list(trainer.train_dataset)[:4])
+        targets = (batch["labels"][:, 1:] != -100).sum()
+        model.train()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=targets)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss), grads, trainer._metrics["train"]))
+    (fused, fused_grads, fused_metrics), (full, full_grads, full_metrics) = results
+    assert abs(fused - full) < 1e-5
+    assert fused_grads.keys() == full_grads.keys()
+    worst = max(float((fused_grads[n] - full_grads[n]).abs().max()) for n in fused_grads)
+    scale = max(float(g.abs().max()) for g in fused_grads.values())  # observed: 0.54, differences 1e-7
+    assert scale > 1e-2 and worst < 1e-5 * scale, f"largest gradient difference {worst:.2e} of {scale:.2e}"
+    assert full_metrics["mean_token_accuracy"] == pytest.approx(fused_metrics["mean_token_accuracy"])
+    assert full_metrics["num_tokens"] == fused_metrics["num_tokens"]

@@ -12,7 +12,8 @@ from nebula_utils.train import throughput as T
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("NEBULA_CACHE", str(tmp_path / "cache"))
+    """A fresh peak cache (only the peak's: NEBULA_CACHE also holds the models)."""
+    monkeypatch.setattr(T, "cache_root", lambda: tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -81,7 +82,7 @@ def test_bf16_key_is_checked(sft_config):
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["unpacked", "packed"])
-def test_train_sft_reports_tokens_padding_and_mfu(sft_config, tmp_path, tiny_model_path, cache, packing):
+def test_train_sft_reports_tokens_padding_and_mfu(sft_config, tmp_path, tiny_model_path, packing):
     from nebula_utils.train.sft import train_sft
 
     cfg = sft_config(packing=packing, max_steps=3, logging_steps=1, learning_rate=5e-3)
@@ -98,7 +99,7 @@ def test_train_sft_reports_tokens_padding_and_mfu(sft_config, tmp_path, tiny_mod
     assert len(logged) == 3 and all(h["tokens_per_s"] > 0 and 0 < h["mfu"] < 1 for h in logged)
 
 
-def test_bf16_autocast_is_really_used_and_close_to_fp32(sft_config, tmp_path, tiny_model_path, cache):
+def test_bf16_autocast_is_really_used_and_close_to_fp32(sft_config, tmp_path, tiny_model_path):
     """Forced bf16 on CPU trains (emulated where the CPU has no bf16 units) and its first loss,
     before any update, is within 2% of fp32 without being identical (autocast was applied)."""
     from nebula_utils.train.sft import train_sft
