@@ -29,7 +29,11 @@ class SFTStageConfig(StageConfig):
     max_length: int = doc("tokens per sample after the chat template; longer samples are truncated")
     num_train_epochs: float = doc("passes over the data (ignored when max_steps > 0)")
     max_steps: int = doc("optimizer steps; > 0 overrides num_train_epochs, 0 = use epochs")
-    per_device_train_batch_size: int = doc("samples per device per forward pass")
+    per_device_train_batch_size: int = doc(
+        "samples per device per forward pass; with packing, packed rows of up to max_length tokens (TRL joins "
+        "the rows of a batch into one sequence whose attention spans all of them: 1 row of 512 measured 1.4x "
+        "faster per token than 4 on CPU, benchmarks/sft_throughput.py)"
+    )
     gradient_accumulation_steps: int = doc("forward passes per optimizer step")
     learning_rate: float = doc("peak learning rate (AdamW)")
     lr_scheduler_type: str = doc("transformers scheduler name: cosine, linear, constant, ...")
