@@ -27,6 +27,10 @@
 #   user turns.
 # * **LoRA or full** — `use_lora` trains adapters (merged into the saved model so every later stage
 #   and the evaluation see a plain checkpoint).
+# * **Packing and bf16** — `packing` puts several samples into one row with no padding (each still
+#   attends only to itself); `bf16: auto` trains in bf16 autocast where this machine's bf16
+#   matmuls measure faster than fp32. The metrics report tokens/s, the padding fraction and the
+#   model FLOP utilisation (MFU) against the measured matmul peak of the precision used.
 # * The stage records the data version it consumed in that version's consumption manifest.
 
 # %% tags=["parameters"]
@@ -49,6 +53,7 @@ warmup_ratio: float = 0.05
 weight_decay: float = 0.0
 assistant_only_loss: bool = True
 packing: bool = False
+bf16: bool | str = "auto"
 use_lora: bool = False
 lora_r: int = 16
 lora_alpha: int = 32
