@@ -64,6 +64,7 @@ data: str = ""
 max_prompts: int = 32
 k: int = 4
 min_score: float = 1.0
+allow_truncated: bool = False
 verifier_workers: int = 2
 assistant_only_loss: bool = True
 packing: bool = False
@@ -94,7 +95,9 @@ run.run_id
 records, manifests, select_step = stage.load_records(cfg)
 policy = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size)
 sampling = cfg.sampling(cfg.k, logprobs=True)
-groups, kept, samples = rsft.rejection_sample(policy, records, sampling, cfg.min_score, cfg.verifier_workers)
+groups, kept, samples = rsft.rejection_sample(
+    policy, records, sampling, cfg.min_score, cfg.verifier_workers, cfg.allow_truncated
+)
 atomic_write_text(run.path("samples.csv"), pd.DataFrame(samples).to_csv(index=False))
 print(f"{len(records)} prompts x {cfg.k} samples: kept an answer for {len(kept)} prompts")
 pd.DataFrame(

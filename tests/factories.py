@@ -99,3 +99,19 @@ def balanced_steps(path: Path) -> list[dict]:
         assert s["count_in"] == s["count_out"] + s["filtered"] + s["quarantined"], s
         assert s["count_in"] == s["count_out"] + sum(s["drop_reasons"].values()), s
     return steps
+
+
+def small_pairs_version(out: Path, distill_version: Path) -> Path:
+    """30_preference_data's pairs from candidate groups (e.g. small_distill_version), written in process."""
+    from nebula_utils.data.mixing import select_from_version
+    from nebula_utils.data.preference import build_pairs
+    from nebula_utils.data.versions import load_version
+    from nebula_utils.stages.preference_data import write_pairs
+    from tests.conftest import build_stage_config
+
+    cfg = build_stage_config("30_preference_data", data=str(distill_version), max_length_ratio=0.0)
+    rows, manifests, step = select_from_version(cfg.data, 0, cfg.seed)
+    pairs, drops = build_pairs(list(rows), cfg.rules())
+    write_pairs(cfg, pairs, drops, len(rows), manifests, step, out)
+    assert len(load_version(out)) == len(pairs) > 0
+    return out

@@ -31,6 +31,7 @@ class RSFTStageConfig(SamplingFields, TrainFields, StageConfig):
     max_prompts: int = doc("0 = every prompt; else a seeded sample of this many")
     k: int = doc("answers sampled per prompt from the current policy (`model`)")
     min_score: float = doc("verifier score an answer needs to be kept (IFEval gives partial credit; 1.0 = all)")
+    allow_truncated: bool = doc("keep an answer cut at max_new_tokens (tiny test models never end their turn)")
     verifier_workers: int = doc("threads for sandboxed code verification")
     assistant_only_loss: bool = doc("fine-tune on the answer tokens only (20_sft's assistant_only_loss)")
     packing: bool = doc("pack several samples into one sequence (20_sft's packing)")
@@ -93,6 +94,7 @@ def write_kept(
         params={
             "k": cfg.k,
             "min_score": cfg.min_score,
+            "allow_truncated": cfg.allow_truncated,
             "sampling": cfg.sampling(cfg.k, logprobs=True).to_dict(),
             "generator": generator.spec(),
         },

@@ -134,52 +134,58 @@ def history_metrics(history: list[dict], result: dict[str, Any], n: int, unit: s
     return {k: {"value": v, "n": n} for k, v in metrics.items() if v is not None}
 
 
-def train_dpo(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """DPO with TRL's DPOTrainer (`cfg`: nebula_utils.stages.dpo.DPOStageConfig); saves <run_dir>/model
-    (LoRA merged) and <run_dir>/train_log.json."""
+def build_dpo_trainer(cfg: Any, run_dir: str | Path) -> Any:
+    """TRL's DPOTrainer for `cfg` (nebula_utils.stages.dpo.DPOStageConfig), not yet trained."""
     from trl import DPOTrainer
 
     from .progress import ProgressCallback
 
-    run_dir = Path(run_dir)
     dataset = dpo_dataset(cfg.data, cfg.max_samples, cfg.seed)
     model, ref, tokenizer = _load_models(cfg)
-    trainer = DPOTrainer(
+    return DPOTrainer(
         model=model,
         ref_model=ref,
-        args=cfg.to_trl(run_dir / "checkpoints"),
+        args=cfg.to_trl(Path(run_dir) / "checkpoints"),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=cfg.lora_config(),
         callbacks=[ProgressCallback("dpo")],
     )
+
+
+def train_dpo(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """DPO; saves <run_dir>/model (LoRA merged) and <run_dir>/train_log.json; returns the metrics."""
+    trainer = build_dpo_trainer(cfg, run_dir)
     result = trainer.train()
-    return _finish(trainer, result, cfg, run_dir, len(dataset), "pairs")
+    return _finish(trainer, result, cfg, Path(run_dir), len(trainer.train_dataset), "pairs")
 
 
-def train_kto(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """KTO with TRL's KTOTrainer on unpaired desirable/undesirable examples (`cfg`:
-    nebula_utils.stages.kto.KTOStageConfig); saves <run_dir>/model and <run_dir>/train_log.json."""
+def build_kto_trainer(cfg: Any, run_dir: str | Path) -> Any:
+    """TRL's KTOTrainer for `cfg` (nebula_utils.stages.kto.KTOStageConfig) on unpaired examples."""
     from trl import KTOTrainer
 
     from .progress import ProgressCallback
 
-    run_dir = Path(run_dir)
     dataset = kto_dataset(cfg.data, cfg.max_samples, cfg.seed)
     model, ref, tokenizer = _load_models(cfg)
-    trainer = KTOTrainer(
+    return KTOTrainer(
         model=model,
         ref_model=ref,
-        args=cfg.to_trl(run_dir / "checkpoints"),
+        args=cfg.to_trl(Path(run_dir) / "checkpoints"),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=cfg.lora_config(),
         callbacks=[ProgressCallback("kto")],
     )
+
+
+def train_kto(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """KTO; saves <run_dir>/model and <run_dir>/train_log.json; returns the metrics (with the desirable share)."""
+    trainer = build_kto_trainer(cfg, run_dir)
+    labels = trainer.train_dataset["label"]
     result = trainer.train()
-    metrics = _finish(trainer, result, cfg, run_dir, len(dataset), "examples")
-    desirable = sum(dataset["label"])
-    metrics["train/desirable_share"] = {"value": desirable / len(dataset), "n": len(dataset)}
+    metrics = _finish(trainer, result, cfg, Path(run_dir), len(labels), "examples")
+    metrics["train/desirable_share"] = {"value": sum(labels) / len(labels), "n": len(labels)}
     return metrics
 
 

@@ -7,8 +7,8 @@ checked. Sampling and verification are data.distillation.distill (the same code 
 distillation, with the policy as the teacher and no dataset answer in the group); fine-tuning is
 train.sft.train_sft, called as is.
 
-Selection per prompt: among the k samples, those not truncated (finish reason "length") whose
-verifier score is >= `min_score` pass; the kept one is the highest-scoring passing sample, the
+Selection per prompt: among the k samples, those not truncated (finish reason "length", unless
+`allow_truncated`) whose verifier score is >= `min_score` pass; the kept one is the highest-scoring passing sample, the
 shorter on ties (no reward for verbosity). A prompt with no passing sample contributes nothing.
 
 Effective sample rate per task = kept / generated (at most 1/k: one answer kept per prompt);
@@ -32,8 +32,12 @@ def _verifier_score(scores: Mapping[str, float]) -> tuple[float | None, str | No
     return max(found) if found else (None, None)
 
 
-def select_best(groups: Sequence[Mapping[str, Any]], min_score: float) -> tuple[list[dict], list[dict]]:
-    """(sft rows: one per prompt with a passing sample, per-sample records {task, passed, kept})."""
+def select_best(
+    groups: Sequence[Mapping[str, Any]], min_score: float, allow_truncated: bool = False
+) -> tuple[list[dict], list[dict]]:
+    """(sft rows: one per prompt with a passing sample, per-sample records {group, task, index, score,
+    passed, kept}). A truncated sample passes only with `allow_truncated` (tiny test models never
+    end their turn; a real policy's cut-off answer would teach it not to stop)."""
     rows, samples = [], []
     for group in groups:
         meta = json.loads(group.get("candidate_meta") or "[]")
@@ -41,7 +45,7 @@ def select_best(groups: Sequence[Mapping[str, Any]], min_score: float) -> tuple[
         for i, cand in enumerate(group["candidates"]):
             score, version = _verifier_score(json.loads(cand["scores"] or "{}"))
             truncated = i < len(meta) and meta[i].get("finish_reason") == "length"
-            ok = score is not None and score >= min_score and not truncated
+            ok = score is not None and score >= min_score and (allow_truncated or not truncated)
             if ok:
                 passing.append((score, -len(cand["content"]), -i, i, version))
             samples.append({"group": group["id"], "task": group["task"], "index": i, "score": score, "passed": ok})
@@ -72,7 +76,12 @@ def _sft_row(group: Mapping[str, Any], best: int, score: float, version: str | N
 
 
 def rejection_sample(
-    generator: Any, records: Sequence[Mapping[str, Any]], params: Any, min_score: float = 1.0, workers: int = 1
+    generator: Any,
+    records: Sequence[Mapping[str, Any]],
+    params: Any,
+    min_score: float = 1.0,
+    workers: int = 1,
+    allow_truncated: bool = False,
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(candidate groups, kept sft rows, per-sample records) for k = params.n samples per prompt record."""
     from ..data.distillation import distill
@@ -81,7 +90,7 @@ def rejection_sample(
     if unverifiable:
         raise ValueError(f"RSFT needs a verifier per prompt; {len(unverifiable)} have none (first: {unverifiable[0]})")
     groups = distill(generator, records, params, include_original=False, workers=workers)
-    rows, samples = select_best(groups, min_score)
+    rows, samples = select_best(groups, min_score, allow_truncated)
     return groups, rows, samples
 
 
