@@ -95,7 +95,7 @@ run.run_id
 records, manifests, select_step = stage.load_records(cfg)
 policy = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size)
 sampling = cfg.sampling(cfg.k, logprobs=True)
-groups, kept, samples = rsft.rejection_sample(
+groups, kept, samples, timing = rsft.timed_rejection_sample(
     policy, records, sampling, cfg.min_score, cfg.verifier_workers, cfg.allow_truncated
 )
 atomic_write_text(run.path("samples.csv"), pd.DataFrame(samples).to_csv(index=False))
@@ -115,7 +115,7 @@ pd.DataFrame(
 # ## Effective sample rate per task
 
 # %%
-metrics = rsft.sample_rates(samples)
+metrics = rsft.sample_rates(samples) | timing
 display(rsft.rate_table(metrics))
 if not kept:
     raise ValueError(f"no sampled answer passed its verifier (min_score={cfg.min_score}): nothing to fine-tune on")

@@ -30,6 +30,7 @@ loses on `factual_plain_vs_polished_wrong` is learning style over substance.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -180,13 +181,19 @@ def audit_metrics(frame: Any, prefix: str = "audit", resamples: int = 1000, seed
 def run_audit(
     model_spec: str, ref_spec: str | None = None, device: str = "auto", batch_size: int = 8, out_csv: Any = None
 ) -> tuple[Any, dict[str, dict]]:
-    """Score the audit set: (per-pair frame, audit metrics); the frame is also written to `out_csv` if given."""
+    """Score the audit set: (per-pair frame, audit metrics with timing/audit_wall_s and _cpu_s); the frame
+    is also written to `out_csv` if given."""
+    wall, cpu = time.perf_counter(), time.process_time()
     frame = score_pairs(load_audit_pairs(), model_spec, ref_spec, device, batch_size)
+    timing = {
+        "timing/audit_wall_s": {"value": time.perf_counter() - wall, "n": len(frame)},
+        "timing/audit_cpu_s": {"value": time.process_time() - cpu, "n": len(frame)},
+    }
     if out_csv is not None:
         from ..io import atomic_write_text
 
         atomic_write_text(out_csv, frame.to_csv(index=False))
-    return frame, audit_metrics(frame)
+    return frame, audit_metrics(frame) | timing
 
 
 def audit_table(metrics: Mapping[str, Mapping[str, Any]], prefix: str = "audit") -> Any:

@@ -22,6 +22,7 @@ accuracies|margins, logps/*) goes to <run_dir>/train_log.json.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -153,11 +154,20 @@ def build_dpo_trainer(cfg: Any, run_dir: str | Path) -> Any:
     )
 
 
+def _train(trainer: Any) -> tuple[Any, float]:
+    """trainer.train() and the process CPU seconds it took (all threads; the machines are shared,
+    so CPU time is the comparable number beside wall time)."""
+    cpu = time.process_time()
+    result = trainer.train()
+    return result, time.process_time() - cpu
+
+
 def train_dpo(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """DPO; saves <run_dir>/model (LoRA merged) and <run_dir>/train_log.json; returns the metrics."""
     trainer = build_dpo_trainer(cfg, run_dir)
-    result = trainer.train()
-    return _finish(trainer, result, cfg, Path(run_dir), len(trainer.train_dataset), "pairs")
+    result, cpu = _train(trainer)
+    metrics = _finish(trainer, result, cfg, Path(run_dir), len(trainer.train_dataset), "pairs")
+    return metrics | {"timing/train_cpu_s": {"value": cpu, "n": len(trainer.train_dataset)}}
 
 
 def build_kto_trainer(cfg: Any, run_dir: str | Path) -> Any:
@@ -183,9 +193,10 @@ def train_kto(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """KTO; saves <run_dir>/model and <run_dir>/train_log.json; returns the metrics (with the desirable share)."""
     trainer = build_kto_trainer(cfg, run_dir)
     labels = trainer.train_dataset["label"]
-    result = trainer.train()
+    result, cpu = _train(trainer)
     metrics = _finish(trainer, result, cfg, Path(run_dir), len(labels), "examples")
     metrics["train/desirable_share"] = {"value": sum(labels) / len(labels), "n": len(labels)}
+    metrics["timing/train_cpu_s"] = {"value": cpu, "n": len(labels)}
     return metrics
 
 

@@ -19,6 +19,7 @@ are reported beside it, each a mean of 0/1 items with n and a 95% bootstrap inte
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,18 @@ def rejection_sample(
     return groups, rows, samples
 
 
+def timed_rejection_sample(*args: Any, **kwargs: Any) -> tuple[list[dict], list[dict], list[dict], dict[str, dict]]:
+    """rejection_sample plus timing/sampling_wall_s and timing/sampling_cpu_s (process CPU, all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = rejection_sample(*args, **kwargs)
+    n = len(out[2])
+    timing = {
+        "timing/sampling_wall_s": {"value": time.perf_counter() - wall, "n": n},
+        "timing/sampling_cpu_s": {"value": time.process_time() - cpu, "n": n},
+    }
+    return (*out, timing)
+
+
 def sample_rates(samples: Sequence[Mapping[str, Any]], resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
     """rsft/effective_rate|pass_rate|coverage/<task and all>: {value, n, ci95}."""
     by_task: dict[str, list[Mapping[str, Any]]] = {"all": list(samples)}
@@ -132,4 +145,6 @@ def train_rsft(sft_cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     kept-answers version (built by stages.rsft.RSFTStageConfig.sft_config)."""
     from .sft import train_sft
 
-    return train_sft(sft_cfg, run_dir)
+    cpu = time.process_time()
+    metrics = train_sft(sft_cfg, run_dir)
+    return metrics | {"timing/train_cpu_s": {"value": time.process_time() - cpu, "n": None}}
