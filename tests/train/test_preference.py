@@ -162,3 +162,17 @@ def test_preference_data_errors_name_the_path(tmp_path, pairs):
     with pytest.raises(ValueError, match="got schema 'sft'"):
         kto_dataset(mix / "sft")
     assert json.loads((pairs / "version.json").read_text())["schema"] == "preference"
+
+
+@pytest.mark.gpu
+def test_dpo_and_the_audit_run_on_cuda_in_bf16(tmp_path, pairs, stage_config, tiny_model_path):
+    """On CUDA the stage trains in bf16 (as 20_sft) and the audit scores on the GPU."""
+    from nebula_utils.evaluate.preference_audit import load_audit_pairs, score_pairs
+    from nebula_utils.train.preference import train_dpo
+
+    cfg = config("31_dpo", stage_config, pairs, device="cuda", max_steps=2)
+    assert cfg.to_trl(tmp_path / "args").bf16 is True
+    metrics = train_dpo(cfg, tmp_path)
+    assert metrics["train/loss_first"]["value"] == pytest.approx(0.6931, abs=1e-2)
+    frame = score_pairs(load_audit_pairs()[:8], str(tmp_path / "model"), "tiny-random", device="cuda")
+    assert frame["reward_margin"].notna().all()
