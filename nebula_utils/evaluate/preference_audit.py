@@ -203,7 +203,7 @@ def audit_table(metrics: Mapping[str, Mapping[str, Any]], prefix: str = "audit")
 
     rows = []
     for category in ("all", *CATEGORIES):
-        row = {"category": category}
+        row: dict[str, Any] = {"category": category}
         for label, name in (
             ("reference", f"{prefix}_ref"),
             ("trained", prefix),
@@ -213,7 +213,6 @@ def audit_table(metrics: Mapping[str, Mapping[str, Any]], prefix: str = "audit")
             if entry:
                 low, high = entry["ci95"]
                 row[label] = f"{entry['value']:.2f} [{low:.2f}, {high:.2f}]"
-                row["n"] = entry["n"]
         if len(row) > 1:
-            rows.append(row)
+            rows.append(row | {"n": (metrics.get(f"{prefix}/{category}") or {}).get("n")})
     return pd.DataFrame(rows)
