@@ -105,6 +105,18 @@ plots.plot_training_curves(results, lineages)
 plt.show()
 
 # %% [markdown]
+# **Table 4.** Preference audit of the rows trained by a preference stage (31_dpo, 32_kto, 33_rsft):
+# share of hand-written pairs where the model prefers the right answer (higher mean log-probability
+# per token) before (`reference`) and after training (`trained`), and where the implicit reward
+# log π/π_ref favours it, with 95% bootstrap intervals. Categories: short-correct vs long-vacuous,
+# appropriate vs excessive refusal, plain-correct vs polished-wrong, correction vs sycophancy;
+# a gain in style categories with a loss on `factual_plain_vs_polished_wrong` is reward hacking.
+
+# %%
+audit = rp.audit_frame(results, lineages)
+display(HTML(rh.frame_html(audit)) if len(audit) else Markdown("_No preference-trained run in these lineages._"))
+
+# %% [markdown]
 # **Figure 3.** Capability trade-off: each run's mean score on two capabilities with 95%
 # intervals; the baseline is the hollow marker, and runs at the same place are set side by side.
 

@@ -191,3 +191,50 @@ def routed_prompts(path: Path, per_task: int = 4) -> Path:
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def small_pairs_version(out: Path, distill_version: Path) -> Path:
+    """30_preference_data's pairs from candidate groups (e.g. small_distill_version), written in process."""
+    from nebula_utils.data.mixing import select_from_version
+    from nebula_utils.data.preference import build_pairs
+    from nebula_utils.data.versions import load_version
+    from nebula_utils.stages.preference_data import write_pairs
+    from tests.conftest import build_stage_config
+
+    cfg = build_stage_config("30_preference_data", data=str(distill_version), max_length_ratio=0.0)
+    rows, manifests, step = select_from_version(cfg.data, 0, cfg.seed)
+    pairs, drops = build_pairs(list(rows), cfg.rules())
+    write_pairs(cfg, pairs, drops, len(rows), manifests, step, out)
+    assert len(load_version(out)) == len(pairs) > 0
+    return out
+
+
+def word_limit_rl_version(out: Path, n_math: int = 2) -> Path:
+    """An rl version tiny-random can partly pass: two prompts with a word limit (format verifier,
+    `max_words`) that any short answer meets, beside reasoning-gym chain_sum prompts it never solves."""
+    from nebula_utils.data.manifests import processing_step, source_entry
+    from nebula_utils.data.mixing import write_mixed_version
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.sources import Sourced, reasoning_gym_rl
+
+    asks = ["Describe the water cycle in at most 60 words.", "Explain what a prime number is in at most 60 words."]
+    rows = [
+        {
+            "id": f"word_limit:{i}",
+            "source": "tests/word_limit",
+            "license": "MIT",
+            "task": "complex_if",
+            "prompt": ask,
+            "messages": [{"role": "user", "content": ask}],
+            "verifier": "format",
+            "reference": {"max_words": 60, "prompt": ask},
+        }
+        for i, ask in enumerate(asks)
+    ]
+    limits = Sourced(
+        to_dataset("rl", rows),
+        source_entry("tests/word_limit", path="tests/factories.py", license="MIT"),
+        processing_step("generate:word_limit", count_in=len(rows), count_out=len(rows)),
+    )
+    parts = {"math": reasoning_gym_rl("chain_sum", n_math, 0), "limits": limits}
+    return write_mixed_version(parts, "rl", out, 0, name="word_limit_rl").path

@@ -62,7 +62,8 @@ def test_parameters_match_yaml_and_dataclass(path):
             expected = tuple(typing.get_origin(a) or a for a in typing.get_args(tp))
         else:
             expected = (expected,)
-        assert annotations[key] in {e.__name__ for e in expected}, (
+        names = [e.__name__ for e in expected]
+        assert annotations[key] in {*names, " | ".join(names)}, (
             f"{stage}: parameter {key} is annotated {annotations[key]} but the dataclass says {tp}"
         )
 

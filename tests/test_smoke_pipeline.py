@@ -96,6 +96,33 @@ SIZE_ONLY = {
     "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
+    "30_preference_data": {"policy": "tiny-random", "max_prompts": 2, "k": 2, "max_new_tokens": 8},
+    "31_dpo": {
+        "model": "tiny-random",
+        "max_steps": 1,
+        "max_length": 128,
+        "per_device_train_batch_size": 2,
+        "audit": False,
+    },
+    "32_kto": {
+        "model": "tiny-random",
+        "max_steps": 1,
+        "max_length": 128,
+        "per_device_train_batch_size": 2,
+        "audit": False,
+    },
+    "33_rsft": {
+        "model": "tiny-random",
+        "max_prompts": 2,
+        "k": 2,
+        "max_new_tokens": 8,
+        "min_score": 0.0,
+        "allow_truncated": True,
+        "max_steps": 1,
+        "max_length": 128,
+        "per_device_train_batch_size": 2,
+        "audit": False,
+    },
     "50_opd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
     "51_mopd": {
         "model": "tiny-random",
@@ -115,6 +142,18 @@ SIZE_ONLY = {
 }
 
 
+NEWEST_INPUT = (
+    "11_distill",
+    "12_filter",
+    "13_difficulty",
+    "14_classify_sample",
+    "15_decontam",
+    "20_sft",
+    "30_preference_data",
+)
+NEWEST_INPUT += ("31_dpo", "32_kto", "33_rsft", "50_opd")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", sorted(p.stem for p in NOTEBOOKS.glob("[0-9]*.ipynb")))
 def test_notebook_runs_top_to_bottom_as_jupyterlab_opens_it(smoke, stage, tmp_path):
@@ -127,7 +166,7 @@ def test_notebook_runs_top_to_bottom_as_jupyterlab_opens_it(smoke, stage, tmp_pa
     text = "\n".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []))
     runs = sorted((root / "interactive").glob(f"{stage}-*/run.json"))
     assert runs and json.loads(runs[-1].read_text())["status"] == "complete"
-    if stage in ("11_distill", "12_filter", "13_difficulty", "14_classify_sample", "15_decontam", "20_sft", "50_opd"):
+    if stage in NEWEST_INPUT:
         assert "newest complete" in text, f"{stage} did not say which upstream output it read"
 
 

@@ -369,6 +369,38 @@ def summary_table(runs: Sequence[RunResult], long, lineages: Sequence[dict] | No
     return pd.DataFrame(table)
 
 
+AUDIT_PREFIXES = ("audit_ref", "audit", "audit_reward")  # before, after, implicit reward (preference_audit)
+
+
+def audit_frame(runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]]):
+    """The preference audit of each row: the nearest training run in its lineage that logged
+    `audit*/<category>` metrics (31_dpo, 32_kto, 33_rsft); one row per (report row, category) with
+    the reference's and the trained model's preference and the implicit-reward accuracy, each
+    'value [low, high]', and n pairs. Rows without such a run are left out."""
+    import pandas as pd
+
+    from .lineage import iter_nodes
+
+    rows = []
+    for run, tree in zip(runs, trees):
+        for _, node in iter_nodes(tree):
+            path = Path(node["path"]) / "metrics.json" if node["kind"] == "run" else None
+            metrics = read_json(path).get("metrics", {}) if path and path.is_file() else {}
+            cats = sorted({k.split("/", 1)[1] for k in metrics if k.startswith("audit/")}, key=lambda c: c != "all")
+            if not cats:
+                continue
+            for cat in cats:
+                row = {"run": run.label, "trained by": f"{node['stage']} {node['run_id']}", "category": cat}
+                for prefix, label in zip(AUDIT_PREFIXES, ("reference", "trained", "implicit reward")):
+                    m = metrics.get(f"{prefix}/{cat}")
+                    row[label] = f"{m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]" if m else "—"
+                row["n"] = metrics[f"audit/{cat}"].get("n")
+                rows.append(row)
+            break
+    columns = ["run", "trained by", "category", "reference", "trained", "implicit reward", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def funnel_table(versions: Sequence[Mapping[str, Any]]):
     """Counts in/out per processing step of each data version (from processing manifests)."""
     import pandas as pd

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..config import doc
+from ..config import ConfigError, doc
 
 BACKENDS = ("auto", "transformers", "vllm")
 
@@ -43,4 +43,104 @@ class SamplingFields:
             top_p=self.top_p,
             seed=self.seed,
             logprobs=logprobs,
+        )
+
+
+@dataclasses.dataclass
+class TrainFields:
+    """Optimiser, schedule and LoRA knobs of the stages that train with a TRL trainer (DPO, KTO, RSFT).
+
+    Same names, meanings and YAML defaults style as 20_sft, so a pipeline moves a setting between
+    stages unchanged; everything else the TRL config offers goes through `trl_overrides`, checked by
+    name against that config class when the trainer is built.
+    """
+
+    model: str = doc("the policy to train: model spec or an upstream checkpoint folder (e.g. @20_sft/model)")
+    max_samples: int = doc("0 = every row; else a seeded sample of this many")
+    max_length: int = doc("tokens per sequence (prompt + answer) after the chat template; longer ones are truncated")
+    num_train_epochs: float = doc("passes over the data (ignored when max_steps > 0)")
+    max_steps: int = doc("optimizer steps; > 0 overrides num_train_epochs, 0 = use epochs")
+    per_device_train_batch_size: int = doc("examples (DPO: pairs) per device per forward pass")
+    gradient_accumulation_steps: int = doc("forward passes per optimizer step")
+    learning_rate: float = doc("peak learning rate (AdamW)")
+    lr_scheduler_type: str = doc("transformers scheduler name: cosine, linear, constant, ...")
+    warmup_ratio: float = doc("fraction of the steps spent warming up the learning rate")
+    weight_decay: float = doc("AdamW weight decay")
+    use_lora: bool = doc("train LoRA adapters (merged into the saved model) instead of every weight")
+    lora_r: int = doc("LoRA rank")
+    lora_alpha: int = doc("LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = doc("dropout on the LoRA path")
+    lora_target_modules: list[str] = doc("module names to adapt; [] = all linear layers")
+    gradient_checkpointing: bool = doc("recompute activations in backward: less memory, ~30% more compute")
+    logging_steps: int = doc("runtime-only: log the training curves every this many steps")
+    trl_overrides: dict[str, Any] = doc(
+        "any other field of the stage's TRL config, checked by name when the trainer is built"
+    )
+
+    def check_training(self) -> None:
+        self.above("num_train_epochs", 0.0)
+        for key in ("max_samples", "max_steps", "weight_decay"):
+            self.at_least(key, 0)
+        self.above("learning_rate", 0.0)
+        self.within("warmup_ratio", 0.0, 1.0)
+        self.within("lora_dropout", 0.0, 1.0)
+        for key in ("max_length", "per_device_train_batch_size", "gradient_accumulation_steps", "lora_r"):
+            self.at_least(key, 1)
+        self.at_least("lora_alpha", 1)
+        self.at_least("logging_steps", 1)
+
+    def use_cuda(self) -> bool:
+        from ..inference.models import pick_device
+
+        return pick_device(self.device) == "cuda"
+
+    def trl_kwargs(self, config_cls: type, output_dir: Any, **specific: Any) -> Any:
+        """`config_cls` (e.g. trl.DPOConfig) from the shared knobs, the stage's `specific` ones and
+        `trl_overrides` (an unknown name fails here, before any model is loaded)."""
+        known = {f.name for f in dataclasses.fields(config_cls)}
+        unknown = sorted(set(self.trl_overrides) - known)
+        if unknown:
+            raise ConfigError(
+                f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} "
+                f"field '{unknown[0]}'"
+            )
+        cuda = self.use_cuda()
+        kwargs: dict[str, Any] = dict(
+            output_dir=str(output_dir),
+            seed=self.seed,
+            data_seed=self.seed,
+            max_length=self.max_length,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps if self.max_steps > 0 else -1,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+            weight_decay=self.weight_decay,
+            activation_checkpointing=self.gradient_checkpointing,  # TRL defaults it on; transformers 5 name
+            logging_steps=self.logging_steps,
+            # as 20_sft: TRL defaults to bf16=True, but these CPUs have no fast bf16 path, so fp32 off CUDA
+            bf16=cuda,
+            use_cpu=not cuda,
+            report_to="none",
+            save_strategy="no",  # the stage saves the final model itself, atomically
+            disable_tqdm=True,
+            dataloader_num_workers=0,
+        )
+        kwargs.update(specific)
+        kwargs.update(self.trl_overrides)
+        return config_cls(**kwargs)
+
+    def lora_config(self) -> Any:
+        if not self.use_lora:
+            return None
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=self.lora_target_modules or "all-linear",
+            task_type="CAUSAL_LM",
         )
