@@ -45,7 +45,18 @@ def ablation_file(tmp_path: Path, **doc) -> Path:
 
 
 # the steps the example grid changes (SFT and what reads its model)
-VARIED = {"20_sft", "31_dpo", "32_kto", "33_rsft", "50_opd", "51_mopd", "60_eval_sft", "60_eval_dpo", "60_eval_opd", "60_eval_mopd"}
+VARIED = {
+    "20_sft",
+    "31_dpo",
+    "32_kto",
+    "33_rsft",
+    "50_opd",
+    "51_mopd",
+    "60_eval_sft",
+    "60_eval_dpo",
+    "60_eval_opd",
+    "60_eval_mopd",
+}
 
 
 def test_example_expands_to_four_variants_sharing_upstream_runs(tmp_path):
