@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +61,13 @@ def kernel_manager_class(log_path: Path) -> type:
 
     class StepKernelManager(AsyncKernelManager):
         transport = "ipc"
+
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            # IPC sockets are files named <ip>-<n>, and the default ip is "kernel-ipc" in the cwd: kernels
+            # started at once from one folder (two pipelines, two test workers) bound each other's
+            # sockets ("Invalid Signature"). One short unique prefix per kernel (socket paths: <= 107 bytes).
+            self.ip = os.path.join(tempfile.gettempdir(), f"nebula-{uuid.uuid4().hex[:12]}-ipc")
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             with open(log_path, "ab") as log:  # Popen dups the descriptor; ours can close

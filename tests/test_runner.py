@@ -194,3 +194,15 @@ def test_plan_validates_every_step_before_running_anything(tmp_path, step, key, 
     assert proc.returncode == 2 and not (tmp_path / "r").exists()
     (line,) = proc.stderr.strip().splitlines()
     assert "bad.yaml" in line and f"({step}).params: key '{key}'" in line
+
+
+def test_each_step_kernel_gets_its_own_ipc_socket_prefix(tmp_path):
+    """Two kernels started from one folder at once (two pipelines, two test workers) must not bind
+    each other's sockets: jupyter_client's default IPC prefix is "kernel-ipc" in the cwd."""
+    import tempfile
+
+    from nebula_utils.runner import kernel_manager_class
+
+    a, b = (kernel_manager_class(tmp_path / f"{n}.log")() for n in "ab")
+    assert a.transport == b.transport == "ipc" and a.ip != b.ip
+    assert all(m.ip.startswith(tempfile.gettempdir()) and len(m.ip) < 90 for m in (a, b))

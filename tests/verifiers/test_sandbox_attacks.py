@@ -313,8 +313,33 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _another_test_worker_owns(pid: int) -> bool:
+    """True when `pid` descends from another pytest-xdist worker (`make test` runs two, children of
+    one controller): that worker's own sandboxes are alive by design. An escaped process is
+    re-parented away from every worker, so it is still found."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return False
+    controller = os.getppid()
+    while pid > 1:
+        parent = _ppid(pid)
+        if pid == os.getpid() or parent == 0:
+            return False
+        if parent == controller:
+            return True  # pid is a sibling worker (or something else the controller started)
+        pid = parent
+    return False
+
+
 def _procs_with(needles: list[str]) -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose command line contains one of `needles`."""
+    """Live (non-zombie) processes whose command line contains one of `needles` (another test
+    worker's sandboxes excepted)."""
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -324,7 +349,7 @@ def _procs_with(needles: list[str]) -> list[tuple[int, str]]:
             cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue
-        if state != "Z" and any(n in cmd for n in needles):
+        if state != "Z" and any(n in cmd for n in needles) and not _another_test_worker_owns(int(entry.name)):
             found.append((int(entry.name), cmd[:120]))
     return found
 
