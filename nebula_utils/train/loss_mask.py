@@ -19,6 +19,8 @@ some token of a reply is trained. The rendering marks trained tokens ⟦like thi
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,17 +112,21 @@ def check_template(tokenizer: Any, model: str, assistant_only_loss: bool) -> Non
     )
 
 
-def audit_trainer(trainer: Any, dataset: Any, model: str, n_examples: int = 1) -> LossMaskAudit:
+def audit_trainer(
+    trainer: Any, dataset: Any, model: str, n_examples: int = 1, out: str | Path | None = None
+) -> LossMaskAudit:
     """Audit the loss mask of a built (not yet trained) TRL SFTTrainer on `dataset`'s first rows.
 
     The audited rows go through the trainer's own preparation (SFTTrainer._prepare_dataset with its
     chat template and args, unpacked so each row stays one example); the fraction of trained tokens is
-    counted over trainer.train_dataset, exactly what training reads. Raises LossMaskError when no
-    token of any audited assistant reply carries a label."""
+    counted over trainer.train_dataset, exactly what training reads. The report is written to `out`
+    (when given) before the check, so a failing audit leaves its rendering to look at. Raises
+    LossMaskError when no token of any audited assistant reply carries a label."""
     args = trainer.args
     tokenizer = trainer.processing_class
     rows = dataset.select(range(min(n_examples, len(dataset))))
-    prepared = trainer._prepare_dataset(rows, tokenizer, args, False, None, "loss-mask audit")
+    with _quiet():
+        prepared = trainer._prepare_dataset(rows, tokenizer, args, False, None, "loss-mask audit")
     label = template_label(tokenizer, model, patched=getattr(trainer, "chat_template", None) is not None)
     examples = [
         audit_example(tokenizer, i, row["input_ids"], row["labels"], rows[i]["messages"])
@@ -130,6 +136,8 @@ def audit_trainer(trainer: Any, dataset: Any, model: str, n_examples: int = 1) -
     audit = LossMaskAudit(label, bool(args.assistant_only_loss), examples, total, trained)
     if len(prepared) < len(rows):
         audit.notes.append(f"{len(rows) - len(prepared)} audited row(s) dropped by TRL: no trained token left")
+    if out is not None:
+        audit.save(out)
     if not any(ex.assistant_trained for ex in examples):
         where = f"{sum(ex.trained for ex in examples)} trained token(s), none in an assistant reply"
         raise LossMaskError(
@@ -137,6 +145,20 @@ def audit_trainer(trainer: Any, dataset: Any, model: str, n_examples: int = 1) -
             "{% generation %}...{% endgeneration %} markers around the assistant reply"
         )
     return audit
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars for preparing one example (four `map` passes that take milliseconds)."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def audit_example(tokenizer: Any, row: int, input_ids: list[int], labels: list[int], messages: list) -> ExampleAudit:

@@ -149,7 +149,9 @@ def model_card(
 def _data_line(d: Mapping[str, Any]) -> str:
     run = f", written by run `{d['run_id']}`" if d.get("run_id") else ""
     if "content_hash" in d:
-        return f"- {d['key']}: `{d['path']}` ({d['schema']}, {d['rows']} rows, content hash `{d['content_hash']}`{run})"
+        return (
+            f"- {d['key']}: `{d['path']}` ({d['schema']}, {d['rows']} rows, content hash `{d['content_hash']}`{run})"
+        )
     return f"- {d['key']}: `{d['path']}` (file sha256 `{d['file_sha256']}`{run})"
 
 

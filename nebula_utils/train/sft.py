@@ -143,8 +143,7 @@ def prepare_sft(cfg: Any, run_dir: str | Path) -> SFTJob:
     model_flops = flops_per_token(model, lora=cfg.use_lora)
     dataset = load_sft_dataset(cfg.data, cfg.max_samples, cfg.seed)
     trainer = make_trainer(cfg, model, dataset, tokenizer, run_dir / "checkpoints", bf16)
-    audit = audit_trainer(trainer, dataset, cfg.model)
-    audit.save(run_dir / "loss_mask_audit.txt")
+    audit = audit_trainer(trainer, dataset, cfg.model, out=run_dir / "loss_mask_audit.txt")
     resume = last_checkpoint(run_dir / "checkpoints")
     return SFTJob(trainer, tokenizer, dataset, audit, bf16, why_bf16, model_flops, resume)
 
