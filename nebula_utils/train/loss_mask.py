@@ -165,7 +165,7 @@ def audit_example(tokenizer: Any, row: int, input_ids: list[int], labels: list[i
     """One prepared example: its text with trained spans marked, and which tokens lie in a reply."""
     spans, text = _token_spans(tokenizer, input_ids)
     trained = [lab != -100 for lab in labels]
-    replies = _reply_ranges(text, [m["content"] for m in messages if m["role"] == "assistant"])
+    replies = _reply_ranges(text, messages)
     in_reply = [any(a < e and s < b for a, b in replies) for s, e in spans]
     other = [text[s:e] for (s, e), t, r in zip(spans, trained, in_reply) if t and not r]
     return ExampleAudit(
@@ -190,20 +190,23 @@ def _token_spans(tokenizer: Any, ids: list[int]) -> tuple[list[tuple[int, int]],
     return spans, tokenizer.decode(ids)
 
 
-def _reply_ranges(text: str, replies: list[str]) -> list[tuple[int, int]]:
-    """Where each assistant reply sits in the rendered text, in order (a reply cut by truncation
-    counts up to the cut); replies the template rewrote beyond recognition are skipped."""
+def _reply_ranges(text: str, messages: list[dict]) -> list[tuple[int, int]]:
+    """Where each assistant reply sits in the rendered text. Every message is looked for in turn,
+    from where the previous one ended, so a short reply ("0") is not found inside the user turn
+    before it; a reply cut by truncation counts up to the cut, and a message the template rewrote
+    beyond recognition is skipped."""
     out, pos = [], 0
-    for reply in (r.strip() for r in replies if isinstance(r, str)):
-        if not reply:
-            continue
-        start = text.find(reply[:_ANCHOR_CHARS], pos)
+    for message in messages:
+        content = message.get("content")
+        content = content.strip() if isinstance(content, str) else ""
+        start = text.find(content[:_ANCHOR_CHARS], pos) if content else -1
         if start < 0:
             continue
         end = start
-        while end < len(text) and end - start < len(reply) and text[end] == reply[end - start]:
+        while end < len(text) and end - start < len(content) and text[end] == content[end - start]:
             end += 1
-        out.append((start, end))
+        if message.get("role") == "assistant":
+            out.append((start, end))
         pos = end
     return out
 

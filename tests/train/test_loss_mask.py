@@ -101,3 +101,15 @@ def test_prepare_sft_stops_before_training_on_a_bad_template(sft_config, tmp_pat
         prepare_sft(sft_config(model=str(folder)), tmp_path / "run")
     assert not list((tmp_path / "run").glob("checkpoints/checkpoint-*")) and not (tmp_path / "run" / "model").exists()
     assert "⟦<|im_end|>⟧" in (tmp_path / "run" / "loss_mask_audit.txt").read_text()  # left to look at
+
+
+def test_a_one_character_reply_is_found_after_the_user_turn_that_contains_it(tmp_path, tiny_model_path):
+    from nebula_utils.train.loss_mask import audit_example
+
+    tok = load_tokenizer("tiny-random")
+    messages = [{"role": "user", "content": "say 0"}, {"role": "assistant", "content": "0"}]
+    ids = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    labels = [t if m else -100 for t, m in zip(ids["input_ids"], ids["assistant_masks"])]
+    ex = audit_example(tok, 0, ids["input_ids"], labels, messages)
+    assert (ex.assistant_tokens, ex.assistant_trained, ex.other_trained) == (1, 1, ["<|im_end|>"])
+    assert ex.text.endswith("say 0<|im_end|>\n<|im_start|>assistant\n⟦0<|im_end|>⟧\n")
