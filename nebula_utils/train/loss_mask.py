@@ -28,6 +28,8 @@ from typing import Any
 OPEN, CLOSE = "⟦", "⟧"
 # Enough of a reply's start to find it in the rendered text without matching a user turn by chance.
 _ANCHOR_CHARS = 32
+# Rows tried for an example with a trained token (TRL drops the others) before the audit gives up.
+_MAX_TRIES = 8
 
 
 class LossMaskError(ValueError):
@@ -115,7 +117,8 @@ def check_template(tokenizer: Any, model: str, assistant_only_loss: bool) -> Non
 def audit_trainer(
     trainer: Any, dataset: Any, model: str, n_examples: int = 1, out: str | Path | None = None
 ) -> LossMaskAudit:
-    """Audit the loss mask of a built (not yet trained) TRL SFTTrainer on `dataset`'s first rows.
+    """Audit the loss mask of a built (not yet trained) TRL SFTTrainer on `dataset`'s first
+    `n_examples` rows that keep a trained token (up to 8 rows are tried).
 
     The audited rows go through the trainer's own preparation (SFTTrainer._prepare_dataset with its
     chat template and args, unpacked so each row stays one example); the fraction of trained tokens is
@@ -124,22 +127,33 @@ def audit_trainer(
     LossMaskError when no token of any audited assistant reply carries a label."""
     args = trainer.args
     tokenizer = trainer.processing_class
-    rows = dataset.select(range(min(n_examples, len(dataset))))
-    with _quiet():
-        prepared = trainer._prepare_dataset(rows, tokenizer, args, False, None, "loss-mask audit")
+    examples, dropped = [], 0
+    for i in range(min(len(dataset), _MAX_TRIES)):
+        with _quiet():
+            prepared = trainer._prepare_dataset(dataset.select([i]), tokenizer, args, False, None, "loss-mask audit")
+        if len(prepared) == 0:  # TRL drops an example left with no trained token (e.g. truncated to its prompt)
+            dropped += 1
+            continue
+        row = prepared[0]
+        examples.append(audit_example(tokenizer, i, row["input_ids"], row["labels"], dataset[i]["messages"]))
+        if len(examples) == n_examples:
+            break
     label = template_label(tokenizer, model, patched=getattr(trainer, "chat_template", None) is not None)
-    examples = [
-        audit_example(tokenizer, i, row["input_ids"], row["labels"], rows[i]["messages"])
-        for i, row in enumerate(prepared)
-    ]
     total, trained = count_trained(trainer.train_dataset)
     audit = LossMaskAudit(label, bool(args.assistant_only_loss), examples, total, trained)
-    if len(prepared) < len(rows):
-        audit.notes.append(f"{len(rows) - len(prepared)} audited row(s) dropped by TRL: no trained token left")
+    if dropped:
+        audit.notes.append(
+            f"{dropped} row(s) before the audited one dropped by TRL's preparation: no trained token left "
+            f"after truncation to max_length={args.max_length} (or none marked by the template)"
+        )
     if out is not None:
         audit.save(out)
     if not any(ex.assistant_trained for ex in examples):
-        where = f"{sum(ex.trained for ex in examples)} trained token(s), none in an assistant reply"
+        where = (
+            f"{sum(ex.trained for ex in examples)} trained token(s), none in an assistant reply"
+            if examples
+            else f"the first {dropped} rows have no trained token after TRL's preparation, max_length={args.max_length}"
+        )
         raise LossMaskError(
             f"loss-mask audit: {label} trains no assistant token in the audited example(s) ({where}): check the "
             "{% generation %}...{% endgeneration %} markers around the assistant reply"

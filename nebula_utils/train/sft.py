@@ -181,7 +181,8 @@ def train_sft(cfg: Any, run_dir: str | Path, job: SFTJob | None = None) -> dict[
     the throughput of the training loop (wall clock from the first step to the last, data loading,
     optimizer and logging included): tokens/s (every real token), target tokens/s (tokens that carry
     loss) and MFU against the measured matmul peak of the precision used (see
-    nebula_utils.train.throughput).
+    nebula_utils.train.throughput). After a resume, the losses cover the whole run (the checkpoint
+    holds the earlier log) but tokens and throughput only the steps trained in this process.
     """
     import shutil
 

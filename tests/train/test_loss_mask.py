@@ -113,3 +113,17 @@ def test_a_one_character_reply_is_found_after_the_user_turn_that_contains_it(tmp
     ex = audit_example(tok, 0, ids["input_ids"], labels, messages)
     assert (ex.assistant_tokens, ex.assistant_trained, ex.other_trained) == (1, 1, ["<|im_end|>"])
     assert ex.text.endswith("say 0<|im_end|>\n<|im_start|>assistant\n⟦0<|im_end|>⟧\n")
+
+
+def test_a_row_truncated_to_its_prompt_is_skipped_and_noted(sft_config, tmp_path, tiny_model_path):
+    import json
+
+    rows = [[{"role": "user", "content": "word " * 100}, {"role": "assistant", "content": "long"}]] + [
+        [{"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i} it is"}] for i in range(4)
+    ]
+    data = tmp_path / "trunc.jsonl"
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
+    audit = prepare_sft(sft_config(data=str(data), max_length=48), tmp_path / "run").audit
+    (ex,) = audit.examples
+    assert ex.row == 1 and ex.assistant_trained == ex.assistant_tokens == 3  # "1 it is" (3 tokens)
+    assert "1 row(s) before the audited one dropped" in audit.report() and "max_length=48" in audit.report()
