@@ -118,10 +118,10 @@ pd.DataFrame(metrics).T
 
 # %% [markdown]
 # ## Model card
-# The head of `model/README.md`, written with the weights.
+# `model/README.md`, written with the weights (its last section, the resolved params, is left out here).
 
 # %%
-print("\n".join(run.path("model", "README.md").read_text().splitlines()[:40]))
+print(run.path("model", "README.md").read_text().split("## Resolved params")[0])
 
 # %% [markdown]
 # ## Training loss
