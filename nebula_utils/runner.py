@@ -37,13 +37,26 @@ def select_steps(pipeline: Pipeline, only: str | None = None, start: str | None 
     return list(pipeline.steps)
 
 
+# Kept across the clean rerun of an incomplete run: a trainer's checkpoints, for resuming it
+# (train.sft.train_sft). Safe to keep because the folder is the run id's, so the config hash
+# (everything that defines the result) is the one the checkpoints were written under.
+RESUMABLE = "checkpoints"
+
+
 def _clean_run_dir(step: Step) -> None:
     """A run that is not complete is never resumed in place: stale metrics, a half-written model or
-    a previous failure's files would mix with the new run's. Its folder is moved aside and removed."""
-    if step.run_dir.exists():
-        trash = step.run_dir.with_name(f".{step.run_dir.name}.stale-{os.getpid()}")
-        os.replace(step.run_dir, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+    a previous failure's files would mix with the new run's. Its folder is moved aside and removed,
+    except its `checkpoints/` (an interrupted training resumes from them); a complete run being
+    recomputed (--force) loses them too."""
+    if not step.run_dir.exists():
+        return
+    trash = step.run_dir.with_name(f".{step.run_dir.name}.stale-{os.getpid()}")
+    os.replace(step.run_dir, trash)
+    kept = trash / RESUMABLE
+    if kept.is_dir() and not is_complete(trash, step.run_id):
+        step.run_dir.mkdir(parents=True)
+        os.replace(kept, step.run_dir / RESUMABLE)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def _mark_failed(step: Step, message: str) -> None:
@@ -83,7 +96,7 @@ def execute_step(step: Step, kernel_name: str = "python3", echo: Callable[[str],
     import papermill as pm
 
     _clean_run_dir(step)
-    step.run_dir.mkdir(parents=True)
+    step.run_dir.mkdir(parents=True, exist_ok=True)
     out = step.run_dir / "notebook.ipynb"
     started = time.perf_counter()
     try:

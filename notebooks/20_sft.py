@@ -24,13 +24,20 @@
 #
 # * **Loss masking** — with `assistant_only_loss` the loss covers assistant tokens only (the chat
 #   template's `{% generation %}` markers delimit them), so the model is not trained to produce
-#   user turns.
+#   user turns. A **loss-mask audit** runs before training: one example as TRL prepared it, trained
+#   tokens marked ⟦like this⟧, the fraction of tokens trained, and a stop with a clear error if no
+#   assistant token would be trained (e.g. a template without `{% generation %}` markers).
 # * **LoRA or full** — `use_lora` trains adapters (merged into the saved model so every later stage
 #   and the evaluation see a plain checkpoint).
 # * **Packing and bf16** — `packing` puts several samples into one row with no padding (each still
 #   attends only to itself); `bf16: auto` trains in bf16 autocast where this machine's bf16
 #   matmuls measure faster than fp32. The metrics report tokens/s, the padding fraction and the
 #   model FLOP utilisation (MFU) against the measured matmul peak of the precision used.
+# * **Checkpoints and resume** — every `save_steps` optimizer steps a checkpoint goes to
+#   `checkpoints/`; an interrupted run (the runner's rerun keeps that folder) continues from the
+#   newest one. The final `model/` is a standard Hugging Face folder with a model card (README.md)
+#   naming the parent checkpoint, the data versions with their content hashes, the params, the run
+#   id and the training metrics.
 # * The stage records the data version it consumed in that version's consumption manifest.
 
 # %% tags=["parameters"]
@@ -61,6 +68,7 @@ lora_dropout: float = 0.05
 lora_target_modules: list = []
 gradient_checkpointing: bool = False
 logging_steps: int = 5
+save_steps: int = 100
 trl_overrides: dict = {}
 
 # %%
@@ -68,7 +76,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from nebula_utils.runs import start_run
-from nebula_utils.train.sft import load_sft_dataset, loss_table, train_sft
+from nebula_utils.train.sft import load_sft_dataset, loss_table, prepare_sft, train_sft
 
 run = start_run("20_sft", globals())
 cfg = run.config
@@ -89,11 +97,31 @@ pd.DataFrame(
 )
 
 # %% [markdown]
+# ## Loss-mask audit
+# The model, data and trainer are built here; the example below went through TRL's own
+# preparation (chat template, assistant masks, truncation). Tokens inside ⟦ ⟧ carry loss. The audit
+# is saved as `loss_mask_audit.txt` in the run folder; a run that would train no assistant token
+# stops in this cell.
+
+# %%
+job = prepare_sft(cfg, run.run_dir)
+print(job.audit.report())
+if job.resume_from:
+    print(f"an interrupted run left {job.resume_from}: training continues from there")
+
+# %% [markdown]
 # ## Train
 
 # %%
-metrics = train_sft(cfg, run.run_dir)
+metrics = train_sft(cfg, run.run_dir, job)
 pd.DataFrame(metrics).T
+
+# %% [markdown]
+# ## Model card
+# `model/README.md`, written with the weights (its last section, the resolved params, is left out here).
+
+# %%
+print(run.path("model", "README.md").read_text().split("## Resolved params")[0])
 
 # %% [markdown]
 # ## Training loss

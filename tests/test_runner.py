@@ -142,6 +142,25 @@ def test_failed_step_is_marked_failed_and_a_rerun_starts_from_a_clean_folder(tmp
     assert not (sft.run_dir / "stray.bin").exists()
 
 
+@pytest.mark.parametrize("status,kept", [("failed", True), ("running", True), ("complete", False)])
+def test_clean_rerun_keeps_the_checkpoints_of_an_incomplete_run_only(tmp_path, data, status, kept):
+    """An interrupted training resumes from <run_dir>/checkpoints (train.sft.train_sft), so the
+    clean rerun of an incomplete run keeps that folder, and nothing else; a complete run being
+    recomputed (--force) starts from nothing."""
+    from nebula_utils.runner import _clean_run_dir
+
+    sft = load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r").steps[1]
+    (sft.run_dir / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (sft.run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    (sft.run_dir / "metrics.json").write_text("{}")
+    (sft.run_dir / "run.json").write_text(json.dumps({"run_id": sft.run_id, "status": status}))
+    _clean_run_dir(sft)
+    assert (sft.run_dir / "checkpoints" / "checkpoint-4" / "trainer_state.json").is_file() == kept
+    left = sorted(p.name for p in sft.run_dir.iterdir()) if sft.run_dir.exists() else []
+    assert left == (["checkpoints"] if kept else [])
+    assert not list(sft.run_dir.parent.glob(".*stale*"))
+
+
 def test_a_second_concurrent_run_waits_for_the_step_then_skips_it(tmp_path, data, tiny_model_path):
     """Two `nebula run` of one pipeline into one results folder: the step is computed once."""
     path = pipeline_file(tmp_path, data)

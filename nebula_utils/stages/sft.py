@@ -55,12 +55,18 @@ class SFTStageConfig(StageConfig):
     lora_target_modules: list[str] = doc("module names to adapt; [] = all linear layers")
     gradient_checkpointing: bool = doc("recompute activations in backward: less memory, ~30% more compute")
     logging_steps: int = doc("runtime-only: log loss every this many steps")
+    save_steps: int = doc(
+        "runtime-only: write a checkpoint (weights, optimizer, scheduler, RNG: ~4x the model's fp32 size with AdamW) "
+        "to <run_dir>/checkpoints every this many optimizer steps, only the newest kept; an interrupted run resumes "
+        "from it (the runner keeps checkpoints/ of an incomplete run) and they are removed once the final model is "
+        "saved. 0 = no checkpoints"
+    )
     trl_overrides: dict[str, Any] = doc("any other trl.SFTConfig field, checked by name when the trainer is built")
 
     def check(self) -> None:
         self.one_of("bf16", BF16_SETTINGS)
         self.above("num_train_epochs", 0.0)
-        for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay"):
+        for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay", "save_steps"):
             self.at_least(key, 0)
         self.above("learning_rate", 0.0)
         self.within("warmup_ratio", 0.0, 1.0)
@@ -115,7 +121,10 @@ class SFTStageConfig(StageConfig):
             bf16=bf16,  # TRL defaults to True; decided per machine by resolve_bf16, never assumed
             use_cpu=not cuda,
             report_to="none",
-            save_strategy="no",  # the stage saves the final model itself, atomically
+            # Checkpoints are for resuming only; the stage saves the final model itself, atomically.
+            save_strategy="steps" if self.save_steps > 0 else "no",
+            save_steps=self.save_steps if self.save_steps > 0 else 500,  # 500: TRL's default, unused with "no"
+            save_total_limit=1,
             disable_tqdm=True,
             dataloader_num_workers=0,
         )

@@ -167,11 +167,15 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         processing_class=tokenizer,
         callbacks=[ProgressCallback("opd")],
     )
-    return run_and_save(trainer, tokenizer, run_dir, budget, len(prompts))
+    return run_and_save(trainer, tokenizer, run_dir, budget, len(prompts), cfg, "50_opd")
 
 
-def run_and_save(trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budget, prompts: int) -> dict[str, Any]:
-    """Train, write train_log.json and model/ (atomically), and summarise the run as metrics."""
+def run_and_save(
+    trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budget, prompts: int, cfg: Any = None, stage: str = ""
+) -> dict[str, Any]:
+    """Train, write train_log.json and model/ (atomically, with a model card when `cfg` is given:
+    train.model_card), and summarise the run as metrics."""
+    from .model_card import card_for
     from .sft import _save_atomically
 
     run_dir = Path(run_dir)
@@ -180,8 +184,10 @@ def run_and_save(trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budg
     cpu_s = time.process_time() - started
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    _save_atomically(trainer.model, tokenizer, run_dir / "model")
-    return training_metrics(history, result.metrics, budget, prompts, cpu_s)
+    metrics = training_metrics(history, result.metrics, budget, prompts, cpu_s)
+    card = card_for(cfg, run_dir, stage, metrics, stage.split("_", 1)[-1]) if cfg is not None else None
+    _save_atomically(trainer.model, tokenizer, run_dir / "model", card=card)
+    return metrics
 
 
 def training_metrics(

@@ -301,7 +301,6 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     cpu_s = time.process_time() - start_cpu
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    save_policy(trainer.model, trainer.processing_class, run_dir / "model")
     steps = [h for h in history if "loss" in h]
     n_steps = max(1, len(steps))
     completions = trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations
@@ -331,21 +330,19 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         values = [h[key] for h in steps if h.get(key) is not None]
         if values:
             metrics[f"timing/{key}"] = {"value": sum(values) / len(values), "n": len(values)}
+    from .model_card import card_for
+
+    card = card_for(cfg, run_dir, "40_grpo", metrics, "grpo")
+    save_policy(trainer.model, trainer.processing_class, run_dir / "model", card)
     return metrics
 
 
-def save_policy(model, tokenizer, out: Path) -> None:
-    """Write the model folder beside it, then swap it in: a crash never leaves half a checkpoint
-    where a later stage would load it (the same pattern as train/sft.py)."""
-    import os
-    import shutil
+def save_policy(model, tokenizer, out: Path, card: str | None = None) -> None:
+    """Write the model folder (and its model card) beside it, then swap it in: a crash never leaves
+    half a checkpoint where a later stage would load it (train.sft._save_atomically)."""
+    from .sft import _save_atomically
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    _save_atomically(model, tokenizer, out, card=card)
 
 
 def step_table(run_dir: str | Path):

@@ -282,7 +282,7 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         callbacks=[ProgressCallback("mopd")],
         teachers=pool,
     )
-    metrics = run_and_save(trainer, tokenizer, run_dir, budget, len(prompts))
+    metrics = run_and_save(trainer, tokenizer, run_dir, budget, len(prompts), cfg, "51_mopd")
     return metrics | teacher_metrics(trainer)
 
 

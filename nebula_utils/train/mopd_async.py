@@ -77,4 +77,4 @@ def train_mopd_async(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     )
     per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     budget = Budget(cfg.num_samples or len(prompts), per_step, -(-(cfg.num_samples or len(prompts)) // per_step))
-    return run_and_save(trainer, tokenizer, run_dir, budget, len(prompts))
+    return run_and_save(trainer, tokenizer, run_dir, budget, len(prompts), cfg, "51_mopd")

@@ -101,15 +101,18 @@ def _load_models(cfg: Any) -> tuple[Any, Any, Any]:
     return model, ref, tokenizer
 
 
-def _finish(trainer: Any, result: Any, cfg: Any, run_dir: Path, n: int, unit: str) -> dict[str, Any]:
-    """Save the (merged) model and the log history; metrics for the epilogue."""
+def _finish(trainer: Any, result: Any, cfg: Any, run_dir: Path, n: int, unit: str, stage: str) -> dict[str, Any]:
+    """Save the (merged) model with its model card and the log history; metrics for the epilogue."""
+    from .model_card import card_for
     from .sft import _save_atomically  # the SFT stage's atomic save (temp folder + rename)
 
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
+    metrics = history_metrics(history, result.metrics, n, unit)
     final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    _save_atomically(final, trainer.processing_class, run_dir / "model")
-    return history_metrics(history, result.metrics, n, unit)
+    card = card_for(cfg, run_dir, stage, metrics, stage.split("_", 1)[-1])
+    _save_atomically(final, trainer.processing_class, run_dir / "model", card=card)
+    return metrics
 
 
 def history_metrics(history: list[dict], result: dict[str, Any], n: int, unit: str) -> dict[str, Any]:
@@ -166,7 +169,7 @@ def train_dpo(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """DPO; saves <run_dir>/model (LoRA merged) and <run_dir>/train_log.json; returns the metrics."""
     trainer = build_dpo_trainer(cfg, run_dir)
     result, cpu = _train(trainer)
-    metrics = _finish(trainer, result, cfg, Path(run_dir), len(trainer.train_dataset), "pairs")
+    metrics = _finish(trainer, result, cfg, Path(run_dir), len(trainer.train_dataset), "pairs", "31_dpo")
     return metrics | {"timing/train_cpu_s": {"value": cpu, "n": len(trainer.train_dataset)}}
 
 
@@ -194,7 +197,7 @@ def train_kto(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     trainer = build_kto_trainer(cfg, run_dir)
     labels = trainer.train_dataset["label"]
     result, cpu = _train(trainer)
-    metrics = _finish(trainer, result, cfg, Path(run_dir), len(labels), "examples")
+    metrics = _finish(trainer, result, cfg, Path(run_dir), len(labels), "examples", "32_kto")
     metrics["train/desirable_share"] = {"value": sum(labels) / len(labels), "n": len(labels)}
     metrics["timing/train_cpu_s"] = {"value": cpu, "n": len(labels)}
     return metrics

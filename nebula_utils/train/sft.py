@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,62 +110,124 @@ def make_trainer(cfg: Any, model: Any, dataset: Any, tokenizer: Any, output_dir:
     )
 
 
-def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
-    """Train with TRL's SFTTrainer (`cfg`: nebula_utils.stages.sft.SFTStageConfig); save the
-    (merged) model to <run_dir>/model and the log history to <run_dir>/train_log.json.
+@dataclass
+class SFTJob:
+    """A built, audited, not yet trained SFT run (prepare_sft); train_sft trains it."""
 
-    Returns metrics for the stage's epilogue: first/last/mean train loss, samples, tokens and
-    padding, and the throughput of the training loop (wall clock from the first step to the last,
-    data loading, optimizer and logging included): tokens/s (every real token), target tokens/s
-    (tokens that carry loss) and MFU against the measured matmul peak of the precision used
-    (see nebula_utils.train.throughput).
-    """
-    import torch
+    trainer: Any
+    tokenizer: Any
+    dataset: Any
+    audit: Any  # nebula_utils.train.loss_mask.LossMaskAudit, also in <run_dir>/loss_mask_audit.txt
+    bf16: bool
+    why_bf16: str
+    model_flops: float
+    resume_from: str | None  # the checkpoint folder training continues from, None = from step 0
+
+
+def prepare_sft(cfg: Any, run_dir: str | Path) -> SFTJob:
+    """Load the model and data, build the trainer and audit its loss mask (train.loss_mask): the
+    audit is written to <run_dir>/loss_mask_audit.txt, and a run that would train no assistant token
+    stops here with LossMaskError, before any training."""
     from transformers import AutoModelForCausalLM
 
     from ..inference.models import load_tokenizer, resolve_model_path
-    from .throughput import TokenCounter, flops_per_token, make_throughput_callback, peak_flops, resolve_bf16
+    from .loss_mask import audit_trainer, check_template
+    from .throughput import flops_per_token, resolve_bf16
 
     run_dir = Path(run_dir)
-    device = "cuda" if cfg.use_cuda() else "cpu"
-    bf16, why_bf16 = resolve_bf16(cfg.bf16, device)
+    bf16, why_bf16 = resolve_bf16(cfg.bf16, "cuda" if cfg.use_cuda() else "cpu")
     tokenizer = load_tokenizer(cfg.model)
+    check_template(tokenizer, cfg.model, cfg.assistant_only_loss)
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype="auto")
     check_packing_attention(model, cfg.packing)
     model_flops = flops_per_token(model, lora=cfg.use_lora)
     dataset = load_sft_dataset(cfg.data, cfg.max_samples, cfg.seed)
     trainer = make_trainer(cfg, model, dataset, tokenizer, run_dir / "checkpoints", bf16)
+    audit = audit_trainer(trainer, dataset, cfg.model, out=run_dir / "loss_mask_audit.txt")
+    resume = last_checkpoint(run_dir / "checkpoints")
+    return SFTJob(trainer, tokenizer, dataset, audit, bf16, why_bf16, model_flops, resume)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    """The newest complete checkpoint-<step> folder under `folder` (an interrupted run's), or None.
+
+    Complete = its trainer_state.json reads: transformers writes that file last (after the weights,
+    optimizer, scheduler and RNG states), so a run killed while saving leaves the previous one
+    (rotation to save_total_limit deletes it only after the new one is written)."""
+    import re
+
+    found = []
+    for path in folder.glob("checkpoint-*") if folder.is_dir() else []:
+        m = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if m and path.is_dir():
+            try:
+                json.loads((path / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            found.append((int(m.group(1)), path))
+    return str(max(found)[1]) if found else None
+
+
+def train_sft(cfg: Any, run_dir: str | Path, job: SFTJob | None = None) -> dict[str, Any]:
+    """Train with TRL's SFTTrainer (`cfg`: nebula_utils.stages.sft.SFTStageConfig; `job`: from
+    prepare_sft, built here when None); save the (merged) model with its model card to
+    <run_dir>/model and the log history to <run_dir>/train_log.json.
+
+    An interrupted run resumes from its newest checkpoint in <run_dir>/checkpoints (written every
+    `cfg.save_steps` optimizer steps); once the final model is saved the checkpoints are removed.
+
+    Returns metrics for the stage's epilogue: first/last/mean train loss, samples, tokens and
+    padding, the fraction of tokens trained (loss-mask audit), the step training resumed from, and
+    the throughput of the training loop (wall clock from the first step to the last, data loading,
+    optimizer and logging included): tokens/s (every real token), target tokens/s (tokens that carry
+    loss) and MFU against the measured matmul peak of the precision used (see
+    nebula_utils.train.throughput). After a resume, the losses cover the whole run (the checkpoint
+    holds the earlier log) but tokens and throughput only the steps trained in this process.
+    """
+    import shutil
+
+    import torch
+
+    from .model_card import card_for
+    from .throughput import TokenCounter, make_throughput_callback, peak_flops
+
+    run_dir = Path(run_dir)
+    job = job or prepare_sft(cfg, run_dir)
+    trainer, bf16 = job.trainer, job.bf16
+    device = "cuda" if cfg.use_cuda() else "cpu"
     precision = "bfloat16" if bf16 else "float32"
     peak = peak_flops(precision, device=device)
     counter = TokenCounter().attach(trainer.model)
-    speed = make_throughput_callback(counter, model_flops, peak["flops_per_s"])
+    speed = make_throughput_callback(counter, job.model_flops, peak["flops_per_s"])
     trainer.callback_handler.callbacks.insert(0, speed)  # first, so the printer shows its numbers
-    result = trainer.train()
+    if job.resume_from:
+        print(f"resuming from {job.resume_from}")
+    result = trainer.train(resume_from_checkpoint=job.resume_from)
     counter.detach()
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    _save_atomically(final, tokenizer, run_dir / "model")
     losses = [h["loss"] for h in history if "loss" in h]
     loop = speed.summary()
     print(
         f"SFT {precision}{' packed' if cfg.packing else ''}: {loop['tokens']} tokens in {loop['seconds']:.0f}s = "
         f"{loop['tokens_per_s']:.0f} tokens/s ({loop['target_tokens_per_s']:.0f} trained), MFU {loop['mfu']:.1%} of "
         f"{peak['flops_per_s'] / 1e9:.0f} GFLOP/s ({loop['mfu_cpu_time']:.1%} of the CPU time it got, "
-        f"{loop['cpu_share']:.0%} of {torch.get_num_threads()} cores); padding {counter.padding_fraction:.1%}; {why_bf16}"
+        f"{loop['cpu_share']:.0%} of {torch.get_num_threads()} cores); padding {counter.padding_fraction:.1%}; "
+        f"{job.why_bf16}"
     )
-    steps, n = trainer.state.global_step, len(dataset)
+    steps, n = trainer.state.global_step, len(job.dataset)
     mfu = {
         "value": loop["mfu"],
         "n": steps,
         "precision": precision,
         "peak_flops_per_s": peak["flops_per_s"],
         "peak": peak["key"],
-        "flops_per_token": model_flops,
+        "flops_per_token": job.model_flops,
         "mfu_cpu_time": loop["mfu_cpu_time"],
         "cpu_share": loop["cpu_share"],
-        "bf16_reason": why_bf16,
+        "bf16_reason": job.why_bf16,
     }
+    resumed = int(Path(job.resume_from).name.rsplit("-", 1)[1]) if job.resume_from else 0
     metrics = {
         "train/loss_first": losses[0] if losses else None,
         "train/loss_last": losses[-1] if losses else None,
@@ -173,16 +236,26 @@ def train_sft(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         "train/tokens": counter.tokens,
         "train/target_tokens": counter.target_tokens,
         "train/padding_fraction": counter.padding_fraction,
+        "train/trained_token_fraction": job.audit.trained_fraction,
+        "train/resumed_from_step": resumed,
+        "train/steps": steps,
         "train/bf16": float(bf16),
         "timing/train_runtime_s": result.metrics.get("train_runtime"),
         "timing/train_tokens_per_s": loop["tokens_per_s"],
         "timing/train_target_tokens_per_s": loop["target_tokens_per_s"],
     }
     out = {k: {"value": v, "n": n} for k, v in metrics.items() if v is not None}
-    return out | {"timing/train_mfu": mfu}
+    out["train/trained_token_fraction"]["n"] = job.audit.dataset_tokens
+    out |= {"timing/train_mfu": mfu}
+    final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
+    _save_atomically(final, job.tokenizer, run_dir / "model", card=card_for(cfg, run_dir, "20_sft", out, "sft"))
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the final model is saved: nothing to resume
+    return out
 
 
-def _save_atomically(model, tokenizer, out: Path) -> None:
+def _save_atomically(model, tokenizer, out: Path, card: str | None = None) -> None:
+    """Write the model folder beside `out`, then swap it in: a crash never leaves half a checkpoint
+    where a later stage would load it. `card`: the README.md model card (train.model_card)."""
     import os
     import shutil
 
@@ -190,6 +263,8 @@ def _save_atomically(model, tokenizer, out: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if card is not None:
+        (tmp / "README.md").write_text(card, encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 

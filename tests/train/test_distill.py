@@ -72,6 +72,7 @@ def test_opd_trains_the_student_and_saves_it(tmp_path, tiny_model_path):
     assert metrics["train/steps"]["value"] == 3 and metrics["train/samples"]["value"] == 6
     assert metrics["train/loss_first"]["value"] > 0
     student, _ = load_model_and_tokenizer(str(run.path("model")), device="cpu")
+    assert f"run_id: {run.run_id}" in run.path("model", "README.md").read_text()  # the model card
     start, _ = load_model_and_tokenizer(run.config.model, device="cpu")
     moved = [n for n, p in student.named_parameters() if not p.equal(start.get_parameter(n))]
     assert moved, "OPD changed no parameter"

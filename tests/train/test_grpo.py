@@ -136,6 +136,7 @@ def test_parameters_change_after_grpo_steps(tmp_path, stage_config, tiny_model_p
     assert (steps["zero_variance/frac_groups"] < 1).any()
     assert metrics["train/steps"]["value"] == 2 and metrics["train/completions"]["value"] == 16
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert "stage: 40_grpo" in (tmp_path / "run" / "model" / "README.md").read_text()  # the model card
     # fp32 on CPU (TRL defaults to bf16) and no activation checkpointing (TRL defaults to it)
     assert trainer.args.bf16 is False and trainer.args.activation_checkpointing is False
     assert next(trainer.model.parameters()).dtype == torch.float32

@@ -52,6 +52,8 @@ def test_dpo_changes_weights_and_logs_rewards_margins_accuracies(tmp_path, pairs
     cfg = config("31_dpo", stage_config, pairs)
     metrics = train_dpo(cfg, tmp_path)
     assert changed(weights(tiny_model_path), weights(tmp_path / "model"))
+    card = (tmp_path / "model" / "README.md").read_text()  # train.model_card: parent and data hash
+    assert "stage: 31_dpo" in card and "parent:\n    spec: tiny-random" in card and "content_hash:" in card
     curves = curve_table(tmp_path)
     assert len(curves) == 4
     for col in ("loss", "learning_rate", "grad_norm", "rewards/accuracies", "rewards/margins", "rewards/chosen"):
