@@ -26,7 +26,16 @@ import yaml
 # Knobs that change how a run executes or where it writes, never what it computes: excluded
 # from the run-id hash so that e.g. logging more often does not invalidate finished results.
 RUNTIME_KEYS = frozenset(
-    {"run_dir", "run_id", "num_threads", "logging_steps", "dataloader_num_workers", "report_to", "upstream"}
+    {
+        "run_dir",
+        "run_id",
+        "num_threads",
+        "logging_steps",
+        "dataloader_num_workers",
+        "report_to",
+        "upstream",
+        "launcher",
+    }
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ class Budget:
     @property
     def samples(self) -> int:
         return self.max_steps * self.samples_per_step
+
+
+def world_size() -> int:
+    """Training processes of this job: `accelerate launch` / torchrun set WORLD_SIZE in every
+    process; 1 in a notebook kernel. Each process samples its own batch, so a step trains on
+    per-device batch x accumulation x this many samples."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def sample_budget(
@@ -156,7 +164,7 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     check_shared_tokenizer(cfg.model, {"teacher": cfg.teacher})
     prompts = load_prompts(cfg.data, cfg.max_prompts, cfg.seed)
     budget = sample_budget(
-        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world_size()
     )
     tokenizer = student_tokenizer(cfg.model)
     trainer = DistillationTrainer(

@@ -304,7 +304,10 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     save_policy(trainer.model, trainer.processing_class, run_dir / "model")
     steps = [h for h in history if "loss" in h]
     n_steps = max(1, len(steps))
-    completions = trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations
+    # prompts_per_step is per process: under `accelerate launch` every process samples its own prompts
+    completions = (
+        trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations * trainer.accelerator.num_processes
+    )
     runtime = result.metrics.get("train_runtime", 0.0)
     metrics: dict[str, Any] = {
         "train/steps": {"value": trainer.state.global_step, "n": trainer.state.global_step},
