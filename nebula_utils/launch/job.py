@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import ConfigError, load_yaml
 from ..io import read_json
-from ..paths import repo_path
+from ..paths import REPO_ROOT, repo_path
 
 LAUNCH_METRICS = "launch_metrics.json"
 LAUNCH_LOG = "launch.log"
@@ -71,13 +71,24 @@ def launcher_path(launcher: str) -> Path:
 
 
 def launch_command(stage: str, run_dir: str | Path, launcher: str) -> list[str]:
-    """The `accelerate launch` command line of a stage's train step (what the job runs)."""
+    """The command line of a stage's train step: `accelerate launch` on this machine, or for a
+    config with num_machines > 1, tools/slurm_launch.sh (one `accelerate launch` per node of the
+    Slurm allocation this kernel runs in)."""
+    config = launcher_path(launcher)
+    machines = (load_yaml(config).get("num_machines") or 1) if config.suffix in (".yaml", ".yml") else 1
+    if machines > 1:
+        if not os.environ.get("SLURM_JOB_ID"):
+            raise ConfigError(
+                f"key 'launcher': {launcher} spans {machines} machines; run inside a Slurm allocation "
+                "(tools/slurm_launch.sh starts one process group per node)"
+            )
+        return ["bash", str(REPO_ROOT / "tools" / "slurm_launch.sh"), str(config), stage, str(run_dir)]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(launcher_path(launcher)),
+        str(config),
         "-m",
         "nebula_utils.launch.train_entry",
         stage,
@@ -109,6 +120,7 @@ def run_job(command: list[str], log_path: Path, echo: Callable[[str], None] = pr
             text=True,
             bufsize=1,
             env=_job_env(),
+            cwd=REPO_ROOT,  # relative paths in accelerate configs are repo-relative, as in params
         )
         assert proc.stdout is not None
         for line in proc.stdout:
