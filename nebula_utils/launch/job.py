@@ -39,6 +39,7 @@ TRAIN_FUNCTIONS = {
     "20_sft": "nebula_utils.train.sft:train_sft",
     "31_dpo": "nebula_utils.train.preference:train_dpo",
     "32_kto": "nebula_utils.train.preference:train_kto",
+    "40_grpo": "nebula_utils.train.grpo:train_grpo_stage",
     "50_opd": "nebula_utils.train.distill:train_opd",
     "51_mopd": "nebula_utils.launch.job:train_mopd_backend",
 }

@@ -27,6 +27,7 @@ group's rewards into advantages. This module adds what the stage needs around TR
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections import Counter
@@ -483,3 +484,27 @@ def audit_verifiers(verifier_options: Mapping[str, Mapping] | None = None) -> di
 
 def write_heldout(run_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     return atomic_write_jsonl(Path(run_dir) / "heldout_samples.jsonl", list(rows))
+
+
+def read_heldout(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The held-out samples write_heldout saved (initial and final policy), in order."""
+    path = Path(run_dir) / "heldout_samples.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def train_grpo_stage(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """40_grpo's whole heavy step, with the (cfg, run_dir) signature every launchable train step has
+    (nebula_utils.launch.job): the prompt pool and held-out split, the held-out prompts sampled with
+    the starting policy, GRPO, the held-out prompts sampled again with the final policy. Writes
+    model/, train_log.json and heldout_samples.jsonl (read_heldout) into run_dir; returns the
+    training metrics."""
+    pool, _ = load_rl_prompts(cfg.data, cfg.difficulties, cfg.max_prompts, cfg.seed, cfg.tasks)
+    check_verifiers(pool, cfg.reward_weights)
+    train_ds, heldout = split_heldout(pool, cfg.heldout_prompts, cfg.seed)
+    trainer = build_trainer(cfg, run_dir, train_ds)
+    initial = sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "initial")
+    metrics = train_grpo(trainer, cfg, run_dir)
+    final = sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "final")
+    write_heldout(run_dir, initial + final)
+    return metrics

@@ -54,10 +54,10 @@ def test_launcher_is_runtime_only_and_checked(stage_config, tmp_path):
         ConfigError, match=r"key 'launcher': accelerate config 'params/accelerate/nope.yaml' not found"
     ):
         dpo_config(stage_config, tmp_path, launcher="params/accelerate/nope.yaml")
-    for stage in ("31_dpo", "50_opd", "51_mopd"):  # the stages whose notebooks train through job.train
+    for stage in ("31_dpo", "40_grpo", "50_opd", "51_mopd"):  # the notebooks that train through job.train
         assert callable(job.train_function(stage))
-    with pytest.raises(ConfigError, match="stage '40_grpo' has no launchable train function"):
-        job.train_function("40_grpo")
+    with pytest.raises(ConfigError, match="stage '13_difficulty' has no launchable train function"):
+        job.train_function("13_difficulty")
 
 
 def test_launch_command_is_accelerate_with_the_config_and_the_entry(tmp_path):

@@ -93,7 +93,11 @@ def test_every_value_a_recipe_sets_says_where_it_comes_from(name):
         if not m or repeated or line.lstrip().startswith("#"):
             continue
         key, value = m.groups()
-        if "#" in value or key in RUNTIME_KEYS or key in ("data", "model", "name", "runs", "labels", "report_name", "baseline"):
+        if (
+            "#" in value
+            or key in RUNTIME_KEYS
+            or key in ("data", "model", "name", "runs", "labels", "report_name", "baseline")
+        ):
             continue
         if value.startswith(('"@', "&", "{<<", "<<")) or key in ("params",):
             continue
