@@ -103,3 +103,16 @@ def test_every_value_a_recipe_sets_says_where_it_comes_from(name):
             continue
         bare.append(line.strip())
     assert not bare, f"{name}: values without a source comment: {bare}"
+
+
+def test_training_steps_launch_on_8_gpus_and_the_launcher_leaves_run_ids_alone(tmp_path):
+    """The 8B recipes launch their training steps with the 8-GPU ZeRO-3 config; a file that extends
+    one with `launcher: ""` (in the kernel, one GPU) keeps every run id: one run id at every scale."""
+    recipe = load_pipeline(path("nebula8b_opd"), tmp_path)
+    launched = {s.name: s.params["launcher"] for s in recipe.steps if "launcher" in s.params}
+    assert launched == {n: "params/accelerate/8gpu_zero3.yaml" for n in ("40_grpo_instruct", "50_opd")}
+    local = tmp_path / "local.yaml"
+    local.write_text(f'extends: {path("nebula8b_opd")}\ndefaults: {{launcher: ""}}\n', encoding="utf-8")
+    in_kernel = load_pipeline(local, tmp_path)
+    assert {s.params.get("launcher") for s in in_kernel.steps} <= {"", None}
+    assert [(s.name, s.run_id) for s in in_kernel.steps] == [(s.name, s.run_id) for s in recipe.steps]
