@@ -180,7 +180,7 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
 
 def run_and_save(trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budget, prompts: int) -> dict[str, Any]:
     """Train, write train_log.json and model/ (atomically), and summarise the run as metrics."""
-    from .sft import _save_atomically
+    from .saving import save_trained
 
     run_dir = Path(run_dir)
     started = time.process_time()
@@ -188,7 +188,7 @@ def run_and_save(trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budg
     cpu_s = time.process_time() - started
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    _save_atomically(trainer.model, tokenizer, run_dir / "model")
+    save_trained(trainer, tokenizer, run_dir / "model")
     return training_metrics(history, result.metrics, budget, prompts, cpu_s)
 
 

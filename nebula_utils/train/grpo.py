@@ -296,13 +296,15 @@ def build_trainer(cfg: Any, run_dir: str | Path, train_ds, model=None):
 def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Train a built trainer; save the policy to <run_dir>/model and the per-step log to
     <run_dir>/train_log.json. Returns the metrics for the epilogue."""
+    from .saving import save_trained
+
     run_dir = Path(run_dir)
     start_cpu = time.process_time()
     result = trainer.train()
     cpu_s = time.process_time() - start_cpu
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    save_policy(trainer.model, trainer.processing_class, run_dir / "model")
+    save_trained(trainer, trainer.processing_class, run_dir / "model")  # gathers ZeRO-3/FSDP shards
     steps = [h for h in history if "loss" in h]
     n_steps = max(1, len(steps))
     # prompts_per_step is per process: under `accelerate launch` every process samples its own prompts
@@ -336,20 +338,6 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         if values:
             metrics[f"timing/{key}"] = {"value": sum(values) / len(values), "n": len(values)}
     return metrics
-
-
-def save_policy(model, tokenizer, out: Path) -> None:
-    """Write the model folder beside it, then swap it in: a crash never leaves half a checkpoint
-    where a later stage would load it (the same pattern as train/sft.py)."""
-    import os
-    import shutil
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
 
 
 def step_table(run_dir: str | Path):

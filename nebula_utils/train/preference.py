@@ -103,12 +103,12 @@ def _load_models(cfg: Any) -> tuple[Any, Any, Any]:
 
 def _finish(trainer: Any, result: Any, cfg: Any, run_dir: Path, n: int, unit: str) -> dict[str, Any]:
     """Save the (merged) model and the log history; metrics for the epilogue."""
-    from .sft import _save_atomically  # the SFT stage's atomic save (temp folder + rename)
+    from .saving import save_trained
 
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
-    final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    _save_atomically(final, trainer.processing_class, run_dir / "model")
+    merged = trainer.model.merge_and_unload() if cfg.use_lora else None
+    save_trained(trainer, trainer.processing_class, run_dir / "model", merged)
     return history_metrics(history, result.metrics, n, unit)
 
 
