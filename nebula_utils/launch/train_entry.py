@@ -34,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     config_file = run_dir / "config.yaml"
     cfg = build_config(stage_config_class(args.stage), args.stage, load_yaml(config_file), str(config_file))
     fn = train_function(args.stage)
-    # Before any model loads: sets this process's CUDA device (cuda:<local rank>) and the process group.
-    state = PartialState()
+    from ..inference.models import pick_device
+
+    # Before any model loads: sets this process's CUDA device (cuda:<local rank>) and the process
+    # group (on CPU, under torchrun: gloo; without cpu=True accelerate ignores the CPU ranks).
+    state = PartialState(cpu=pick_device(cfg.device) == "cpu")
     set_threads(cfg.num_threads)
     set_seed_everywhere(cfg.seed)
     out = run_dir if state.is_main_process else run_dir / ".ranks" / str(state.process_index)

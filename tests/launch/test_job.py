@@ -107,3 +107,36 @@ def test_failed_job_raises_with_the_log_tail(tmp_path, stage_config, pairs):
     (run_dir / "config.yaml").write_text(broken)
     with pytest.raises(RuntimeError, match=r"(?s)training job exited with 1 .*key 'max_steps': must be >= 0"):
         job.train("31_dpo", cfg, run_dir, echo=lambda line: None)
+
+
+@pytest.mark.slow
+def test_opd_train_entry_in_two_cpu_processes(tmp_path, stage_config):
+    """Two processes of train_entry under torchrun on CPU (gloo; `accelerate launch` itself starts
+    multi-CPU jobs only through MPI): each knows its rank, the sample budget counts both processes
+    (4 samples = 2 steps of 1 x 1 x 2), only the main process writes the run folder, and the saved
+    model goes through save_trained's multi-process path."""
+    import sys
+
+    from tests.factories import copied_model, perturbed_model
+
+    mix = small_mix(tmp_path / "mix")
+    cfg = stage_config(
+        "50_opd", model=str(copied_model(tmp_path / "student")), teacher=str(perturbed_model(tmp_path / "teacher")),
+        data=str(mix / "rl"), num_samples=4, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+        max_completion_length=8, learning_rate=1e-3, num_threads=1,
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    atomic_write_yaml(run_dir / "config.yaml", cfg.to_dict() | {"run_id": "50_opd-test", "run_dir": str(run_dir)})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29571"]
+    cmd += ["-m", "nebula_utils.launch.train_entry", "50_opd", str(run_dir)]
+    lines: list[str] = []
+    job.run_job(cmd, run_dir / job.LAUNCH_LOG, lines.append)
+    assert {line for line in lines if line.startswith("[train_entry]")} == {
+        f"[train_entry] 50_opd rank 0/2 on cpu:0 -> {run_dir}",
+        f"[train_entry] 50_opd rank 1/2 on cpu:0 -> {run_dir / '.ranks' / '1'}",
+    }
+    metrics = json.loads((run_dir / job.LAUNCH_METRICS).read_text())
+    assert (metrics["train/steps"]["value"], metrics["train/samples"]["value"]) == (2, 4)
+    assert [h["step"] for h in json.loads((run_dir / "train_log.json").read_text()) if "loss" in h] == [1, 2]
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    assert not (run_dir / ".ranks").exists()
