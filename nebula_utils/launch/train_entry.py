@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
 
     from ..config import build_config, load_yaml
+    from ..inference.models import pick_device
     from ..io import atomic_write_json
     from ..runs import set_seed_everywhere, set_threads
     from ..stages import stage_config_class
@@ -34,8 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     config_file = run_dir / "config.yaml"
     cfg = build_config(stage_config_class(args.stage), args.stage, load_yaml(config_file), str(config_file))
     fn = train_function(args.stage)
-    from ..inference.models import pick_device
-
     # Before any model loads: sets this process's CUDA device (cuda:<local rank>) and the process
     # group (on CPU, under torchrun: gloo; without cpu=True accelerate ignores the CPU ranks).
     state = PartialState(cpu=pick_device(cfg.device) == "cpu")

@@ -161,3 +161,8 @@ class LaunchFields:
             from ..launch.job import launcher_path
 
             launcher_path(self.launcher)  # a missing file fails at plan time, not after the data cells
+            if self.device.startswith("cuda:"):  # device: a StageConfig field
+                raise ConfigError(
+                    f"key 'device': {self.device} would put every process of the job on one GPU; "
+                    "with a launcher use auto or cuda (each process takes its own)"
+                )

@@ -54,6 +54,8 @@ def test_launcher_is_runtime_only_and_checked(stage_config, tmp_path):
         ConfigError, match=r"key 'launcher': accelerate config 'params/accelerate/nope.yaml' not found"
     ):
         dpo_config(stage_config, tmp_path, launcher="params/accelerate/nope.yaml")
+    with pytest.raises(ConfigError, match=r"key 'device': cuda:1 would put every process of the job on one GPU"):
+        dpo_config(stage_config, tmp_path, launcher=CPU_CONFIG, device="cuda:1")
     for stage in ("31_dpo", "40_grpo", "50_opd", "51_mopd"):  # the notebooks that train through job.train
         assert callable(job.train_function(stage))
     with pytest.raises(ConfigError, match="stage '13_difficulty' has no launchable train function"):
