@@ -39,8 +39,10 @@ format: venv
 
 # Everything: what CI runs (.ci/run). A test that hangs fails after 15 minutes instead of eating
 # the 30-minute CI budget.
+# Two workers (pytest-xdist), a test file per worker at a time: the smoke pipeline's tests share one
+# module-scoped run, and most tests wait on kernels and imports rather than on both cores.
 test: lint
-	$(BIN)/python -m pytest --timeout 900 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --timeout 900 $(PYTEST_ARGS)
 
 # The inner loop: no pipelines end to end, no GPU; a test over 120 s is a failure here.
 test-fast: lint

@@ -67,3 +67,23 @@ def test_ablation_report_can_be_an_ablation_notebook(tmp_path):
     assert opd.step("20_sft_code").run_id == mopd.step("20_sft_code").run_id  # shared, runs once
     assert abl.report.notebook == "84_ablation_opd_vs_mopd" and abl.report.params["labels"] == ["opd", "mopd"]
     assert abl.report.params["runs"] == [str(p.step("60_eval").run_dir) for p in (opd, mopd)]
+
+
+def test_tulu3_demo_plans_sft_then_dpo_then_rlvr_each_from_the_previous_model(tmp_path):
+    from tests.conftest import REPO
+
+    pipe = load_pipeline(REPO / "params" / "pipelines" / "tulu3_demo.yaml", tmp_path)
+    names = [s.name for s in pipe.steps]
+    sft, dpo, rlvr = pipe.step("20_sft_tulu3"), pipe.step("31_dpo_tulu3"), pipe.step("40_grpo_rlvr")
+    assert names.index(sft.name) < names.index(dpo.name) < names.index(rlvr.name)
+    assert (sft.notebook, dpo.notebook, rlvr.notebook) == ("20_sft", "31_dpo", "40_grpo")
+    assert dpo.params["model"] == str(sft.run_dir / "model") and rlvr.params["model"] == str(dpo.run_dir / "model")
+    # RLVR: every verifiable RL prompt (no difficulty filter: this pipeline grades none), rewarded by the verifiers
+    assert (
+        rlvr.params["data"] == str(pipe.step("10_data_sft_mix").run_dir / "rl") and rlvr.params["difficulties"] == []
+    )
+    assert pipe.step("60_eval_tulu3_rlvr").params["model"] == str(rlvr.run_dir / "model")
+    report = pipe.step("90_report_tulu3").params
+    assert report["labels"] == ["base", "sft", "dpo", "rlvr"] and report["runs"][-1] == str(
+        pipe.step("60_eval_tulu3_rlvr").run_dir
+    )

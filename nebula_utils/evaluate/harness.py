@@ -69,7 +69,12 @@ class Evaluation:
             start = time.perf_counter()
             try:
                 self.rows[b.name], self.metric[b.name] = fast.run_benchmark(
-                    generator, b, self.cfg.data_path(), self.cfg.limit, self.cfg.max_gen_toks or 512, self.cfg.seed
+                    generator,
+                    b,
+                    self.cfg.data_path(),
+                    self.cfg.limit,
+                    b.gen_budget(self.cfg.max_gen_toks),
+                    self.cfg.seed,
                 )
             except MissingData as exc:
                 self.skipped[b.name] = str(exc)

@@ -27,7 +27,22 @@ PARTS = ("dev", "unseen")
 HARNESSES = ("lm_eval", "verifiable")
 VERIFIABLE_SOURCES = ("reasoning_gym", "ifeval_constraints", "humaneval", "shared_gsm8k", "shared_ifeval")
 _REQUIRED = {"lm_eval": ("task", "metric", "data"), "verifiable": ("source",)}
-_KNOWN = {"name", "part", "capability", "harness", "task", "metric", "data", "fields", "source", "n", "seed"}
+_KNOWN = {
+    "name",
+    "part",
+    "capability",
+    "harness",
+    "task",
+    "metric",
+    "data",
+    "fields",
+    "source",
+    "n",
+    "seed",
+    "max_gen_toks",
+}
+# Generation budget of a verifiable benchmark without its own `max_gen_toks` (the fast path's old single cap).
+DEFAULT_MAX_GEN_TOKS = 512
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,12 @@ class Benchmark:
     n: int = 0  # verifiable: items generated (limit caps further)
     seed: int = 0
     fields: dict[str, str] = field(default_factory=dict)
+    max_gen_toks: int = 0  # verifiable: this task's generation budget (0 = DEFAULT_MAX_GEN_TOKS)
+
+    def gen_budget(self, cap: int = 0) -> int:
+        """Tokens to generate per item: the task's own budget, capped by the stage's `max_gen_toks` (> 0)."""
+        own = self.max_gen_toks or DEFAULT_MAX_GEN_TOKS
+        return min(own, cap) if cap > 0 else own
 
 
 def _check(raw: Any, where: str, suite: str) -> Benchmark:
@@ -65,6 +86,8 @@ def _check(raw: Any, where: str, suite: str) -> Benchmark:
         raise ConfigError(f"{where} ({name}): harness {raw['harness']} needs key '{missing[0]}'")
     if raw["harness"] == "lm_eval" and not set(raw["data"]) & {"test", "validation", "train"}:
         raise ConfigError(f"{where} ({name}): key 'data' needs a test, validation or train split")
+    if not isinstance(raw.get("max_gen_toks", 0), int) or raw.get("max_gen_toks", 0) < 0:
+        raise ConfigError(f"{where} ({name}): key 'max_gen_toks' must be a whole number >= 0")
     if raw["harness"] == "verifiable" and raw["source"] not in VERIFIABLE_SOURCES:
         raise ConfigError(f"{where} ({name}): key 'source' must be one of {VERIFIABLE_SOURCES}")
     return Benchmark(suite=suite, **{k: v for k, v in raw.items()})

@@ -120,7 +120,8 @@ class TrainFields:
             weight_decay=self.weight_decay,
             activation_checkpointing=self.gradient_checkpointing,  # TRL defaults it on; transformers 5 name
             logging_steps=self.logging_steps,
-            # as 20_sft: TRL defaults to bf16=True, but these CPUs have no fast bf16 path, so fp32 off CUDA
+            # TRL defaults to bf16=True. Off CUDA fp32: only 20_sft decides bf16 on CPU from flags and a measured
+            # matmul (train/throughput.resolve_bf16); this trainer's bf16 speed and loss on CPU are unmeasured.
             bf16=cuda,
             use_cpu=not cuda,
             report_to="none",

@@ -54,37 +54,30 @@ class OPDvsMOPDConfig(StageConfig):
         return html_path(params.get("report_name") or "opd_vs_mopd", params.get("run_dir") or "")
 
 
+def _arm(e) -> str | None:
+    """opd | mopd for an evaluation of a distilled model (by its training run), None otherwise."""
+    if e.stage not in TRAINING_STAGES:
+        return None
+    return "mopd" if e.stage == "51_mopd" and e.config.get("teachers") else "opd"
+
+
 def variant_runs(cfg: OPDvsMOPDConfig) -> tuple[list[str], list[str]]:
     """(runs, labels) to compare: the configured ones, or with empty `runs` (the notebook opened as
     is) the newest complete evaluation of a plain-OPD model and of a routed-MOPD model under the
     results root, found by the training run that owns each evaluated checkpoint."""
-    import yaml
-
-    from ..io import read_json
     from ..paths import results_root
-    from ..report.compare import find_eval_runs
-    from ..report.lineage import owning_run
+    from ..report.newest import newest_by_label, trained_evals
 
     if cfg.runs:
         return list(cfg.runs), list(cfg.labels)
-    newest: dict[str, tuple[float, str]] = {}
-    for eval_dir in find_eval_runs(results_root()):
-        model = Path(str(yaml.safe_load((eval_dir / "config.yaml").read_text()).get("model", "")))
-        trainer = owning_run(model.resolve()) if model.is_absolute() and model.exists() else None
-        info = read_json(trainer / "run.json") if trainer else {}
-        if info.get("stage") not in TRAINING_STAGES:
-            continue
-        routed = info["stage"] == "51_mopd" and yaml.safe_load((trainer / "config.yaml").read_text()).get("teachers")
-        finished = float(read_json(eval_dir / "run.json").get("finished") or 0)
-        label = "mopd" if routed else "opd"
-        newest[label] = max(newest.get(label, (0.0, "")), (finished, str(eval_dir)))
+    newest = newest_by_label(trained_evals(results_root()), _arm)
     if set(newest) != {"opd", "mopd"}:
         raise ConfigError(
             f"key 'runs': empty, and {results_root()} has no complete evaluation of both an OPD and a MOPD model "
             f"(found: {sorted(newest) or 'none'}); run `nebula run params/ablations/opd_vs_mopd.yaml` or pass runs"
         )
     print(f"runs: the newest OPD and MOPD evaluations under {results_root()}")
-    return [newest["opd"][1], newest["mopd"][1]], ["opd", "mopd"]
+    return [str(newest["opd"].eval_dir), str(newest["mopd"].eval_dir)], ["opd", "mopd"]
 
 
 def training_run(tree: Mapping[str, Any]) -> Path | None:

@@ -31,7 +31,8 @@ class EvalStageConfig(StageConfig):
         "its batch size (0 means 8 there)"
     )
     max_gen_toks: int = doc(
-        "cap on generated tokens (fast path: the budget; lm-eval: caps each task's own); 0 = each task's own"
+        "cap on generated tokens per item: each task's own budget (lm-eval task YAML; verifiable suite's "
+        "per-benchmark max_gen_toks) is capped at this; 0 = each task's own"
     )
     apply_chat_template: bool = doc("lm-eval: chat template + multi-turn few-shot (the fast path always chats)")
     num_fewshot: int = doc("lm-eval few-shot examples; -1 = each task's official default")

@@ -279,7 +279,7 @@ def build_trainer(cfg: Any, run_dir: str | Path, train_ds, model=None):
     funcs, weights = make_reward_funcs(cfg.reward_weights, cfg.format_weight, workers=cfg.verifier_workers)
     tokenizer = load_tokenizer(cfg.model)
     if model is None:
-        dtype = "auto" if cfg.use_cuda() else "float32"  # fp32 on CPU: no fast bf16 path on these cores
+        dtype = "auto" if cfg.use_cuda() else "float32"  # fp32 on CPU, as the trainer config (stages/grpo.py)
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype)
     return trainer_class()(
         model=model,

