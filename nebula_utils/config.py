@@ -35,6 +35,7 @@ RUNTIME_KEYS = frozenset(
         "dataloader_num_workers",
         "report_to",
         "upstream",
+        "launcher",
     }
 )
 

@@ -46,6 +46,7 @@ device: str = "auto"
 num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
+launcher: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 data: str = ""
 max_samples: int = 0
@@ -75,6 +76,7 @@ trl_overrides: dict = {}
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nebula_utils.launch import job as launch
 from nebula_utils.runs import start_run
 from nebula_utils.train.sft import load_sft_dataset, loss_table, prepare_sft, train_sft
 
@@ -104,16 +106,16 @@ pd.DataFrame(
 # stops in this cell.
 
 # %%
-job = prepare_sft(cfg, run.run_dir)
-print(job.audit.report())
-if job.resume_from:
+job = None if cfg.launcher else prepare_sft(cfg, run.run_dir)  # a launched job audits in its own log
+print(job.audit.report() if job else f"launcher {cfg.launcher}: the job prepares and audits (launch.log)")
+if job and job.resume_from:
     print(f"an interrupted run left {job.resume_from}: training continues from there")
 
 # %% [markdown]
 # ## Train
 
 # %%
-metrics = train_sft(cfg, run.run_dir, job)
+metrics = train_sft(cfg, run.run_dir, job) if job else launch.train("20_sft", cfg, run.run_dir)
 pd.DataFrame(metrics).T
 
 # %% [markdown]

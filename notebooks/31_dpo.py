@@ -37,6 +37,7 @@ device: str = "auto"
 num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
+launcher: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 max_samples: int = 0
 max_length: int = 512
@@ -70,8 +71,9 @@ import pandas as pd
 from IPython.display import display
 
 from nebula_utils.evaluate.preference_audit import audit_table, run_audit
+from nebula_utils.launch import job as launch
 from nebula_utils.runs import start_run
-from nebula_utils.train.preference import curve_table, dpo_dataset, plot_curves, train_dpo
+from nebula_utils.train.preference import curve_table, dpo_dataset, plot_curves
 
 run = start_run("31_dpo", globals())
 cfg = run.config
@@ -96,7 +98,7 @@ pd.DataFrame(
 # ## Train
 
 # %%
-metrics = train_dpo(cfg, run.run_dir)
+metrics = launch.train("31_dpo", cfg, run.run_dir)
 pd.DataFrame(metrics).T
 
 # %% [markdown]

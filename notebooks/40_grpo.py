@@ -42,6 +42,7 @@ device: str = "auto"
 num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
+launcher: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 data: str = ""
 difficulties: list = []
@@ -82,6 +83,7 @@ trl_overrides: dict = {}
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nebula_utils.launch import job as launch
 from nebula_utils.runs import start_run
 from nebula_utils.stages import grpo as stage
 from nebula_utils.train import grpo as rl
@@ -113,10 +115,8 @@ split_counts
 # is sampled on the same held-out prompts.
 
 # %%
-trainer = rl.build_trainer(cfg, run.run_dir, train_ds)
-initial = rl.sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "initial")
-metrics = rl.train_grpo(trainer, cfg, run.run_dir)
-final = rl.sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "final")
+metrics = launch.train("40_grpo", cfg, run.run_dir)  # in the kernel, or an accelerate job (`launcher`)
+samples = rl.read_heldout(run.run_dir)
 pd.DataFrame(metrics).T
 
 # %% [markdown]
@@ -139,8 +139,6 @@ plt.show()
 # prompts). With a few held-out prompts this is a sanity check, not the evaluation: 60_eval is.
 
 # %%
-samples = initial + final
-rl.write_heldout(run.run_dir, samples)
 heldout_metrics = rl.heldout_summary(samples, seed=cfg.seed)
 stage.heldout_table(heldout_metrics)
 

@@ -39,6 +39,7 @@ device: str = "auto"
 num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
+launcher: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 teacher: str = ""
 data: str = ""
@@ -63,9 +64,10 @@ trl_overrides: dict = {}
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nebula_utils.launch import job as launch
 from nebula_utils.runs import start_run
 from nebula_utils.stages.opd import budget_table, plot_curves
-from nebula_utils.train.distill import load_prompts, loss_table, train_opd
+from nebula_utils.train.distill import load_prompts, loss_table
 
 run = start_run("50_opd", globals())
 cfg = run.config
@@ -85,7 +87,7 @@ budget_table(cfg, len(prompts)).to_frame("value")
 # ## Train
 
 # %%
-metrics = train_opd(cfg, run.run_dir)
+metrics = launch.train("50_opd", cfg, run.run_dir)
 pd.DataFrame(metrics).T
 
 # %% [markdown]

@@ -38,6 +38,7 @@ device: str = "auto"
 num_threads: int = 2
 run_dir: str = ""
 run_id: str = ""
+launcher: str = ""
 model: str = "packaged:smollm2-135m-instruct"
 teacher: str = ""
 data: str = ""
@@ -71,6 +72,7 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from nebula_utils.launch import job as launch
 from nebula_utils.runs import start_run
 from nebula_utils.stages.mopd import plot_teacher_divergence, teacher_frame
 from nebula_utils.stages.opd import budget_table, plot_curves
@@ -95,11 +97,7 @@ budget_table(cfg, len(prompts)).to_frame("value")
 # ## Train
 
 # %%
-if cfg.backend == "local":
-    from nebula_utils.train.mopd import train_mopd as train
-else:
-    from nebula_utils.train.mopd_async import train_mopd_async as train
-metrics = train(cfg, run.run_dir)
+metrics = launch.train("51_mopd", cfg, run.run_dir)  # backend local or vllm_servers
 pd.DataFrame(metrics).T
 
 # %% [markdown]

@@ -145,3 +145,25 @@ class TrainFields:
             target_modules=self.lora_target_modules or "all-linear",
             task_type="CAUSAL_LM",
         )
+
+
+@dataclasses.dataclass
+class LaunchFields:
+    """How the training stages run their heavy step (nebula_utils.launch.job)."""
+
+    launcher: str = doc(
+        'runtime-only: "" = train in the notebook\'s kernel; else an accelerate config file (e.g. '
+        "params/accelerate/8gpu_zero3.yaml): the train step runs as an `accelerate launch` job whose log "
+        "the notebook streams, writing into the same run folder (same run id at every scale)"
+    )
+
+    def check_launcher(self) -> None:
+        if self.launcher:
+            from ..launch.job import launcher_path
+
+            launcher_path(self.launcher)  # a missing file fails at plan time, not after the data cells
+            if self.device.startswith("cuda:"):  # device: a StageConfig field
+                raise ConfigError(
+                    f"key 'device': {self.device} would put every process of the job on one GPU; "
+                    "with a launcher use auto or cuda (each process takes its own)"
+                )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import StageConfig, doc
-from ._shared import TrainFields
+from ._shared import LaunchFields, TrainFields
 
 # TRL 1.16 DPOConfig.loss_type values (trl/trainer/dpo_config.py); sigmoid_norm = Tülu 3's variant
 DPO_LOSSES = (
@@ -37,7 +37,7 @@ DPO_LOSSES = (
 
 
 @dataclasses.dataclass
-class DPOStageConfig(TrainFields, StageConfig):
+class DPOStageConfig(LaunchFields, TrainFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "30_preference_data/pairs"}
 
     data: str = doc('preference data version with chosen/rejected pairs; "" = the newest 30_preference_data/pairs')
@@ -54,6 +54,7 @@ class DPOStageConfig(TrainFields, StageConfig):
 
     def check(self) -> None:
         self.check_training()
+        self.check_launcher()
         self.above("beta", 0.0)
         self.one_of("loss_type", DPO_LOSSES)
         self.at_least("audit_batch_size", 1)

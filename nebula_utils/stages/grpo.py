@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import LaunchFields
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL 1.16 loss_type values used here
 SCALE_REWARDS = ("group", "batch", "none")
@@ -31,7 +32,7 @@ BANDS = ("easy", "medium", "hard")  # nebula_utils.data.difficulty.LABELS
 
 
 @dataclass
-class GRPOStageConfig(StageConfig):
+class GRPOStageConfig(LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/rl_pool"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "rl"}
 
@@ -51,7 +52,8 @@ class GRPOStageConfig(StageConfig):
     verifier_workers: int = doc("sandboxes alive at once when scoring code rows")
     num_generations: int = doc("group size G: completions sampled per prompt (advantages are relative within a group)")
     prompts_per_step: int = doc(
-        "prompts per optimizer step; the step trains on prompts_per_step x num_generations completions"
+        "prompts per optimizer step and training process; the step trains on prompts_per_step x num_generations "
+        "completions (x the processes under an accelerate launcher)"
     )
     gradient_accumulation_steps: int = doc("forward/backward passes the step's completions are split into")
     max_steps: int = doc("optimizer steps (the budget: max_steps x prompts_per_step x num_generations completions)")
@@ -82,6 +84,7 @@ class GRPOStageConfig(StageConfig):
     trl_overrides: dict[str, Any] = doc("any other trl.GRPOConfig field, checked by name when the trainer is built")
 
     def check(self) -> None:
+        self.check_launcher()
         self.all_in("difficulties", BANDS)
         self.one_of("loss_type", LOSS_TYPES)
         self.one_of("scale_rewards", SCALE_REWARDS)

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import LaunchFields
 
 
 @dataclass
-class OPDStageConfig(StageConfig):
+class OPDStageConfig(LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/rl_pool"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "rl"}
     upstream_models: ClassVar[dict[str, str]] = {"teacher": "20_sft/model"}
@@ -54,6 +55,7 @@ class OPDStageConfig(StageConfig):
 
     def check(self) -> None:
         self.check_teacher_is_not_the_student()
+        self.check_launcher()
         for key in ("max_prompts", "num_samples", "top_k", "warmup_ratio", "weight_decay"):
             self.at_least(key, 0)
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length"):

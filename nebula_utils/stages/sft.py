@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import LaunchFields
 
 BF16_SETTINGS = ("auto", True, False)
 
 
 @dataclass
-class SFTStageConfig(StageConfig):
+class SFTStageConfig(LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/base"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "sft"}
 
@@ -64,6 +65,7 @@ class SFTStageConfig(StageConfig):
     trl_overrides: dict[str, Any] = doc("any other trl.SFTConfig field, checked by name when the trainer is built")
 
     def check(self) -> None:
+        self.check_launcher()
         self.one_of("bf16", BF16_SETTINGS)
         self.above("num_train_epochs", 0.0)
         for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay", "save_steps"):

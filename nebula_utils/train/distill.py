@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ class Budget:
     @property
     def samples(self) -> int:
         return self.max_steps * self.samples_per_step
+
+
+def world_size() -> int:
+    """Training processes of this job: `accelerate launch` / torchrun set WORLD_SIZE in every
+    process; 1 in a notebook kernel. Each process samples its own batch, so a step trains on
+    per-device batch x accumulation x this many samples."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def sample_budget(
@@ -156,7 +164,7 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     check_shared_tokenizer(cfg.model, {"teacher": cfg.teacher})
     prompts = load_prompts(cfg.data, cfg.max_prompts, cfg.seed)
     budget = sample_budget(
-        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world_size()
     )
     tokenizer = student_tokenizer(cfg.model)
     trainer = DistillationTrainer(
@@ -173,10 +181,10 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
 def run_and_save(
     trainer: Any, tokenizer: Any, run_dir: str | Path, budget: Budget, prompts: int, cfg: Any = None, stage: str = ""
 ) -> dict[str, Any]:
-    """Train, write train_log.json and model/ (atomically, with a model card when `cfg` is given:
-    train.model_card), and summarise the run as metrics."""
+    """Train, write train_log.json and model/ (atomically, from every process of a launched job, with
+    a model card when `cfg` is given: train.model_card), and summarise the run as metrics."""
     from .model_card import card_for
-    from .sft import _save_atomically
+    from .saving import save_trained
 
     run_dir = Path(run_dir)
     started = time.process_time()
@@ -186,7 +194,7 @@ def run_and_save(
     atomic_write_json(run_dir / "train_log.json", history)
     metrics = training_metrics(history, result.metrics, budget, prompts, cpu_s)
     card = card_for(cfg, run_dir, stage, metrics, stage.split("_", 1)[-1]) if cfg is not None else None
-    _save_atomically(trainer.model, tokenizer, run_dir / "model", card=card)
+    save_trained(trainer, tokenizer, run_dir / "model", card=card)
     return metrics
 
 

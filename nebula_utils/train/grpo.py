@@ -27,6 +27,7 @@ group's rewards into advantages. This module adds what the stage needs around TR
 from __future__ import annotations
 
 import functools
+import json
 import math
 import time
 from collections import Counter
@@ -295,6 +296,8 @@ def build_trainer(cfg: Any, run_dir: str | Path, train_ds, model=None):
 def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """Train a built trainer; save the policy to <run_dir>/model and the per-step log to
     <run_dir>/train_log.json. Returns the metrics for the epilogue."""
+    from .saving import save_trained
+
     run_dir = Path(run_dir)
     start_cpu = time.process_time()
     result = trainer.train()
@@ -303,7 +306,10 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     atomic_write_json(run_dir / "train_log.json", history)
     steps = [h for h in history if "loss" in h]
     n_steps = max(1, len(steps))
-    completions = trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations
+    # prompts_per_step is per process: under `accelerate launch` every process samples its own prompts
+    completions = (
+        trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations * trainer.accelerator.num_processes
+    )
     runtime = result.metrics.get("train_runtime", 0.0)
     metrics: dict[str, Any] = {
         "train/steps": {"value": trainer.state.global_step, "n": trainer.state.global_step},
@@ -333,16 +339,8 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     from .model_card import card_for
 
     card = card_for(cfg, run_dir, "40_grpo", metrics, "grpo")
-    save_policy(trainer.model, trainer.processing_class, run_dir / "model", card)
+    save_trained(trainer, trainer.processing_class, run_dir / "model", card=card)  # gathers ZeRO-3/FSDP shards
     return metrics
-
-
-def save_policy(model, tokenizer, out: Path, card: str | None = None) -> None:
-    """Write the model folder (and its model card) beside it, then swap it in: a crash never leaves
-    half a checkpoint where a later stage would load it (train.sft._save_atomically)."""
-    from .sft import _save_atomically
-
-    _save_atomically(model, tokenizer, out, card=card)
 
 
 def step_table(run_dir: str | Path):
@@ -477,3 +475,27 @@ def audit_verifiers(verifier_options: Mapping[str, Mapping] | None = None) -> di
 
 def write_heldout(run_dir: str | Path, rows: Sequence[Mapping[str, Any]]) -> Path:
     return atomic_write_jsonl(Path(run_dir) / "heldout_samples.jsonl", list(rows))
+
+
+def read_heldout(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The held-out samples write_heldout saved (initial and final policy), in order."""
+    path = Path(run_dir) / "heldout_samples.jsonl"
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def train_grpo_stage(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
+    """40_grpo's whole heavy step, with the (cfg, run_dir) signature every launchable train step has
+    (nebula_utils.launch.job): the prompt pool and held-out split, the held-out prompts sampled with
+    the starting policy, GRPO, the held-out prompts sampled again with the final policy. Writes
+    model/, train_log.json and heldout_samples.jsonl (read_heldout) into run_dir; returns the
+    training metrics."""
+    pool, _ = load_rl_prompts(cfg.data, cfg.difficulties, cfg.max_prompts, cfg.seed, cfg.tasks)
+    check_verifiers(pool, cfg.reward_weights)
+    train_ds, heldout = split_heldout(pool, cfg.heldout_prompts, cfg.seed)
+    trainer = build_trainer(cfg, run_dir, train_ds)
+    initial = sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "initial")
+    metrics = train_grpo(trainer, cfg, run_dir)
+    final = sample_and_score(trainer.model, trainer.processing_class, heldout, cfg, "final")
+    write_heldout(run_dir, initial + final)
+    return metrics

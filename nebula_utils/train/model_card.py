@@ -1,7 +1,7 @@
 """The README.md model card of a saved checkpoint: where the weights came from and how.
 
 Every trainer that writes <run_dir>/model calls `model_card(...)` and saves the text with the
-weights (train.sft._save_atomically(..., card=...)), so a checkpoint copied out of its run folder
+weights (train.saving.save_trained(..., card=...)), so a checkpoint copied out of its run folder
 still names its parent checkpoint (and the run that trained the parent), the data versions it was
 trained on with their content hashes, the resolved params, the run id and the training metrics.
 The YAML front matter is Hugging Face's model-card metadata plus a `nebula` block for programs.

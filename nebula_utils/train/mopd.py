@@ -262,6 +262,7 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         run_and_save,
         sample_budget,
         student_tokenizer,
+        world_size,
     )
     from .progress import ProgressCallback
 
@@ -270,7 +271,7 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     used = {tid: specs[tid] for tid in dict.fromkeys(prompts["teacher_id"])}
     check_shared_tokenizer(cfg.model, used)
     budget = sample_budget(
-        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world_size()
     )
     tokenizer = student_tokenizer(cfg.model)
     pool = TeacherPool(used, pick_device(cfg.device), cfg.max_resident_teachers, cfg.teacher_offload)

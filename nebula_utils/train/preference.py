@@ -104,14 +104,14 @@ def _load_models(cfg: Any) -> tuple[Any, Any, Any]:
 def _finish(trainer: Any, result: Any, cfg: Any, run_dir: Path, n: int, unit: str, stage: str) -> dict[str, Any]:
     """Save the (merged) model with its model card and the log history; metrics for the epilogue."""
     from .model_card import card_for
-    from .sft import _save_atomically  # the SFT stage's atomic save (temp folder + rename)
+    from .saving import save_trained
 
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
     metrics = history_metrics(history, result.metrics, n, unit)
-    final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
+    merged = trainer.model.merge_and_unload() if cfg.use_lora else None
     card = card_for(cfg, run_dir, stage, metrics, stage.split("_", 1)[-1])
-    _save_atomically(final, trainer.processing_class, run_dir / "model", card=card)
+    save_trained(trainer, trainer.processing_class, run_dir / "model", merged, card=card)
     return metrics
 
 

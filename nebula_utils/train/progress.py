@@ -21,7 +21,7 @@ class ProgressCallback(TrainerCallback):
         self.start = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs or not state.max_steps:
+        if not logs or "loss" not in logs or not state.max_steps or not state.is_world_process_zero:
             return
         elapsed = time.perf_counter() - self.start
         tokens = state.num_input_tokens_seen or 0

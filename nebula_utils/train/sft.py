@@ -189,6 +189,7 @@ def train_sft(cfg: Any, run_dir: str | Path, job: SFTJob | None = None) -> dict[
     import torch
 
     from .model_card import card_for
+    from .saving import save_trained
     from .throughput import TokenCounter, make_throughput_callback, peak_flops
 
     run_dir = Path(run_dir)
@@ -247,26 +248,11 @@ def train_sft(cfg: Any, run_dir: str | Path, job: SFTJob | None = None) -> dict[
     out = {k: {"value": v, "n": n} for k, v in metrics.items() if v is not None}
     out["train/trained_token_fraction"]["n"] = job.audit.dataset_tokens
     out |= {"timing/train_mfu": mfu}
-    final = trainer.model.merge_and_unload() if cfg.use_lora else trainer.model
-    _save_atomically(final, job.tokenizer, run_dir / "model", card=card_for(cfg, run_dir, "20_sft", out, "sft"))
+    merged = trainer.model.merge_and_unload() if cfg.use_lora else None
+    card = card_for(cfg, run_dir, "20_sft", out, "sft")
+    save_trained(trainer, job.tokenizer, run_dir / "model", merged, card=card)  # gathers ZeRO-3/FSDP shards
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # the final model is saved: nothing to resume
     return out
-
-
-def _save_atomically(model, tokenizer, out: Path, card: str | None = None) -> None:
-    """Write the model folder beside `out`, then swap it in: a crash never leaves half a checkpoint
-    where a later stage would load it. `card`: the README.md model card (train.model_card)."""
-    import os
-    import shutil
-
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if card is not None:
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
 
 
 def loss_table(run_dir: str | Path):
