@@ -10,9 +10,10 @@ after, and the reason given.
 
 from __future__ import annotations
 
-import math
+import json
+import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,21 +156,33 @@ def write_mixed_version(parts: dict[str, Any], schema: str, out_dir: Path, seed:
 
 
 def eligible_rows(
-    ds: Any, tasks: list[str], difficulties: list[str], taken: set[str]
+    ds: Any,
+    tasks: list[str],
+    difficulties: list[str],
+    taken: set[str],
+    complex_rows: Sequence[bool] | None = None,
+    complexity: str = "any",
 ) -> tuple[list[int], dict[str, int]]:
-    """Indices of rows a mix may take, and the reasons the others were left out (first reason wins)."""
+    """Indices of rows a mix may take, and the reasons the others were left out (the last failing
+    check wins: taken > task > complexity > difficulty). `complex_rows` (one flag per row, see
+    complexity_reason) with `complexity` "complex" or "simple" keeps only rows of that kind."""
     import pandas as pd
 
     frame = pd.DataFrame(
         {"id": ds["id"], "task": ds["task"], "difficulty": [d or UNLABELLED for d in ds["difficulty"]]}
     )
+    if complexity not in COMPLEXITY:
+        raise ValueError(f"complexity must be one of {', '.join(COMPLEXITY)}, got {complexity!r}")
+    hard = pd.Series(list(complex_rows) if complex_rows is not None else [False] * len(frame), index=frame.index)
     reasons = pd.Series("", index=frame.index)
     checks = [
         ("difficulty_not_in_mix", ~frame["difficulty"].isin(difficulties) if difficulties else None),
+        ("not_complex", ~hard if complexity == "complex" else None),
+        ("complex", hard if complexity == "simple" else None),
         ("task_not_in_mix", ~frame["task"].isin(tasks) if tasks else None),
         ("taken_by_earlier_mix", frame["id"].isin(taken)),
     ]
-    for reason, mask in checks:  # later checks overwrite: taken > task > difficulty
+    for reason, mask in checks:  # later checks overwrite: taken > task > complexity > difficulty
         if mask is not None:
             reasons[mask] = reason
     drops = reasons[reasons != ""].value_counts().to_dict()
@@ -177,10 +190,78 @@ def eligible_rows(
 
 
 def per_task_parts(ds: Any, size: int) -> tuple[dict[str, Any], dict[str, int]]:
-    """Split by task with equal quotas summing to at most `size` (0 = take everything)."""
+    """Split by task with equal quotas summing to at most `size` (0 = take everything).
+
+    Quotas are filled level by level: a task with fewer rows than its equal share gives the rest
+    to the other tasks, so the mix reaches `size` when the rows exist (16 rows of code and 60 of
+    math for a 40-row mix: 16 + 24, not 16 + 20)."""
     tasks = sorted(set(ds["task"]))
     parts = {t: ds.filter(lambda r, t=t: r["task"] == t) for t in tasks}
     if not size or not tasks:
         return parts, {}
-    quota = max(1, math.floor(size / len(tasks)))
-    return parts, {t: quota for t in tasks}
+    quotas = {t: 0 for t in tasks}
+    open_tasks, left = list(tasks), size
+    while left > 0 and open_tasks:
+        share = max(1, left // len(open_tasks))
+        for t in list(open_tasks):
+            take = min(share, len(parts[t]) - quotas[t], left)
+            quotas[t] += take
+            left -= take
+            if quotas[t] >= len(parts[t]):
+                open_tasks.remove(t)
+            if left == 0:
+                break
+    return parts, quotas
+
+
+# ------------------------------------------------------------------------------ complexity
+
+COMPLEXITY = ("any", "complex", "simple")  # what a curriculum mix may take
+_STEP_LINE = re.compile(r"=")  # a worked-answer line with a computation ("3 - 7 = -4")
+
+
+def _reference(row: Mapping[str, Any]) -> dict[str, Any]:
+    ref = row.get("reference")
+    if not ref:
+        return {}
+    try:
+        out = json.loads(ref) if isinstance(ref, str) else dict(ref)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def math_steps(answer: str) -> int:
+    """Computation lines of a worked answer (lines holding '='), the final-answer line left out."""
+    return sum(1 for line in answer.splitlines() if _STEP_LINE.search(line) and "\\boxed" not in line)
+
+
+def complexity_reason(
+    row: Mapping[str, Any],
+    min_if_instructions: int = 2,
+    min_math_steps: int = 3,
+    hard_labels: Sequence[str] = ("hard",),
+) -> str:
+    """Why a row is complex ("" = it is not), by capability:
+
+    - any task: its difficulty label (13_difficulty-style) is in `hard_labels`;
+    - instruction following (task complex_if or an ifeval reference): at least `min_if_instructions`
+      instructions in the reference's instruction_id_list (several constraints at once);
+    - code (task or verifier): every code row (a whole function against unit tests);
+    - math (task math_reasoning or a math reference): at least `min_math_steps` computation lines
+      in the answer (multi-step: a 4-term chain sum or a leg count, not a one-line lcm).
+    """
+    if row.get("difficulty") in hard_labels:
+        return f"difficulty:{row['difficulty']}"
+    task, verifier = row.get("task"), row.get("verifier")
+    if task == "complex_if" or verifier == "ifeval":
+        n = len(_reference(row).get("instruction_id_list") or [])
+        return f"if_instructions:{n}" if n >= min_if_instructions else ""
+    if task == "code" or verifier == "code":
+        return "code"
+    if task == "math_reasoning" or verifier == "math":
+        messages = row.get("messages") or []
+        answer = messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+        steps = math_steps(answer)
+        return f"math_steps:{steps}" if steps >= min_math_steps else ""
+    return ""
