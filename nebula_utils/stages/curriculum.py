@@ -62,7 +62,7 @@ class CurriculumConfig(StageConfig):
                     f"key '{name}': every mix in `mixes` needs an entry and no other "
                     f"(missing {missing}, unknown {extra})"
                 )
-        from ..data.mixing import COMPLEXITY
+        from ..data.complexity import COMPLEXITY
 
         unknown = [m for m in self.mix_complexity if m not in self.mixes]
         wrong = {m: c for m, c in self.mix_complexity.items() if c not in COMPLEXITY}
@@ -81,7 +81,7 @@ class CurriculumConfig(StageConfig):
 
 def complexity_of(cfg: CurriculumConfig, ds: Any) -> list[str]:
     """Per row, why it is complex ("" = not complex)."""
-    from ..data.mixing import complexity_reason
+    from ..data.complexity import complexity_reason
 
     return [complexity_reason(row, cfg.min_if_instructions, cfg.min_math_steps) for row in ds]
 
