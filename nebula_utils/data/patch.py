@@ -19,7 +19,6 @@ weakness is measured, not guessed:
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -156,7 +155,3 @@ def select_patch(
                 }
             )
     return targets, drops
-
-
-def targets_json(targets: Sequence[Mapping[str, Any]]) -> str:
-    return json.dumps(list(targets), sort_keys=True)
