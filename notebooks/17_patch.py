@@ -22,7 +22,8 @@
 # first two stages left. Here the weak spots are measured on the model itself:
 #
 # 1. the model after SFT stage 2 (`model`) answers the verifiable training-side prompts of the
-#    curated corpus (`data`, 15_decontam's output) `n_samples` times; the real verifiers (math
+#    curated corpus (`data`, 15_decontam's output; `prompts_per_category` of each task, so every
+#    category is measured on the same n) `n_samples` times; the real verifiers (math
 #    answer, IFEval checkers, HumanEval tests in the sandbox) score every answer — the grading
 #    13_difficulty uses;
 # 2. the **pass rate per task category** is reported with n (prompts) and a 95% bootstrap CI;
@@ -42,7 +43,7 @@ run_id: str = ""
 model: str = ""
 data: str = ""
 previous_mix: str = ""
-max_prompts: int = 48
+prompts_per_category: int = 16
 n_samples: int = 4
 max_categories: int = 2
 max_pass_rate: float = 0.9

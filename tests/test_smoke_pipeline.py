@@ -108,7 +108,7 @@ SIZE_ONLY = {
         "pool_labels": ["hard", "medium"],
     },
     "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
-    "17_patch": {"max_prompts": 2, "n_samples": 1, "max_new_tokens": 4},
+    "17_patch": {"prompts_per_category": 1, "n_samples": 1, "max_new_tokens": 4},
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
     "30_preference_data": {"policy": "tiny-random", "max_prompts": 2, "k": 2, "max_new_tokens": 8},

@@ -44,6 +44,26 @@ def prompt_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]]
     return out, skipped
 
 
+def per_category(rows: Sequence[Mapping[str, Any]], k: int, seed: int = 0) -> tuple[list[dict[str, Any]], Counter]:
+    """A seeded sample of at most k prompt rows per task (0 = all), so every category is measured
+    on the same number of prompts (the demo's corpus is 199 math rows to 40 code rows: a plain
+    sample of 32 would rate code on ~5 prompts); the rest are counted as `over_per_category`."""
+    import random
+
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_task.setdefault(row["task"], []).append(dict(row))
+    chosen, drops = [], Counter()
+    for task in sorted(by_task):
+        items = sorted(by_task[task], key=lambda r: r["id"])
+        random.Random(f"{seed}:{task}").shuffle(items)
+        keep = items if not k else items[:k]
+        chosen += keep
+        if len(items) > len(keep):
+            drops["over_per_category"] += len(items) - len(keep)
+    return chosen, drops
+
+
 @dataclass
 class Scored:
     prompts: list[dict[str, Any]]  # one per scored prompt: id, task, pass_rate, passes, answer_verified

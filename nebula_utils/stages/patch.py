@@ -9,7 +9,8 @@ pass rate is reported with n and a 95% CI; the worst categories (`max_categories
 become the patch mix, each with its own verified answer. Writes:
 
   <run_dir>/patch        the `sft` version 20_sft_patch trains on; its processing manifest ends with
-                         select (max_prompts) -> score_weakness (why each other row was left out,
+                         select:per_category (verifiable rows, prompts_per_category of each
+                         task) -> score_weakness (why each other row was left out,
                          the per-category rates, the weak categories) -> mix:patch (per-task quotas
                          up to max_rows, and the change log against `previous_mix`)
   <run_dir>/targets.jsonl one line per patch row: the weakness it targets
@@ -40,7 +41,9 @@ class PatchConfig(SamplingFields, StageConfig):
     previous_mix: str = doc(
         'the mix trained before the patch (e.g. "@16_curriculum/complex"), for the change log; "" = none'
     )
-    max_prompts: int = doc("0 = score every verifiable row; else a seeded sample of this many rows")
+    prompts_per_category: int = doc(
+        "verifiable rows scored per task category (a seeded sample; equal n per category); 0 = every one"
+    )
     n_samples: int = doc("answers per prompt from `model`; a prompt's pass rate has resolution 1/n_samples")
     max_categories: int = doc("weak categories patched, worst first; 0 = every category at or below max_pass_rate")
     max_pass_rate: float = doc("a category is a weakness when its pass rate is at most this")
@@ -52,7 +55,7 @@ class PatchConfig(SamplingFields, StageConfig):
 
     def check(self) -> None:
         self.check_sampling()
-        self.at_least("max_prompts", 0)
+        self.at_least("prompts_per_category", 0)
         self.at_least("n_samples", 1)
         self.at_least("max_categories", 0)
         self.within("max_pass_rate", 0.0, 1.0)
@@ -70,7 +73,7 @@ class Measured:
     weak: list[str]
     targets: list[dict[str, Any]]
     drops: Counter
-    selected: Any  # the seeded selection of `data` (a Dataset)
+    selected: Any  # the scored rows of `data` (a Dataset)
     select_step: dict
     generator: dict
 
@@ -79,17 +82,27 @@ def measure(cfg: PatchConfig) -> Measured:
     """Score the selected verifiable rows with `model`, rate each category, pick the weak ones and
     their failed prompts."""
     from ..data import patch as P
-    from ..data.mixing import select_from_version
+    from ..data.manifests import processing_step
+    from ..data.versions import load_version
     from ..inference.generation import make_generator
 
-    selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, ("sft",))
-    rows, skipped = P.prompt_rows(list(selected))
+    ds = load_version(cfg.data)
+    rows, skipped = P.prompt_rows(list(ds))
+    rows, over = P.per_category(rows, cfg.prompts_per_category, cfg.seed)
+    ids = {r["id"] for r in rows}
+    selected = ds.filter(lambda r: r["id"] in ids)
+    select_step = processing_step(
+        "select:per_category",
+        count_in=len(ds),
+        count_out=len(selected),
+        drop_reasons=skipped + over,
+        params={"prompts_per_category": cfg.prompts_per_category, "seed": cfg.seed},
+    )
     generator = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size)
     scored = P.score_prompts(generator, rows, cfg.sampling(cfg.n_samples), cfg.verifier_workers)
     rates = P.category_rates(scored.prompts, cfg.seed)
     weak = P.weak_categories(rates, cfg.max_categories, cfg.max_pass_rate)
     targets, drops = P.select_patch(scored.prompts, rates, weak, cfg.fail_at_most)
-    drops += skipped
     drops["invalid_reference"] += len(scored.quarantined)
     return Measured(scored, rates, weak, targets, +drops, selected, select_step, generator.spec())
 

@@ -80,3 +80,12 @@ def test_prompt_rows_split_off_the_answer_and_skip_unverifiable_rows():
     assert out[0]["messages"] == [{"role": "user", "content": "1+1?"}] and out[0]["prompt"] == "1+1?"
     assert P.answer_verified(out) == [True]
     assert P.answer_verified([out[0] | {"answer": "$\\boxed{3}$"}]) == [False]
+
+
+def test_per_category_takes_the_same_seeded_n_of_each_task():
+    rows = [{"id": f"m{i}", "task": "math_reasoning"} for i in range(10)] + [{"id": "c0", "task": "code"}]
+    chosen, drops = P.per_category(rows, 3, seed=0)
+    assert [r["task"] for r in chosen].count("math_reasoning") == 3 and chosen[0]["id"] == "c0"
+    assert drops == {"over_per_category": 7}
+    assert P.per_category(rows, 3, seed=0)[0] == chosen and P.per_category(rows, 3, seed=1)[0] != chosen
+    assert len(P.per_category(rows, 0)[0]) == 11

@@ -9,7 +9,7 @@ import pytest
 
 from tests.factories import balanced_steps, small_mix
 
-SMALL = {"model": "tiny-random", "n_samples": 2, "max_new_tokens": 8, "max_prompts": 0, "verifier_workers": 1}
+SMALL = {"model": "tiny-random", "n_samples": 2, "max_new_tokens": 8, "prompts_per_category": 0, "verifier_workers": 1}
 
 
 @pytest.mark.parametrize(
@@ -69,6 +69,19 @@ def test_max_categories_keeps_only_the_worst_category(tmp_path, stage_config, ti
     assert measured.weak == ["math_reasoning"]
     info = stage.write_patch(cfg, measured, tmp_path / "run")
     assert info.num_rows == 3 and balanced_steps(info.path)[-2]["drop_reasons"] == {"category_not_weak": 2}
+
+
+def test_prompts_per_category_scores_the_same_n_of_each_task(tmp_path, stage_config, tiny_model_path):
+    from nebula_utils.stages import patch as stage
+
+    data = small_mix(tmp_path / "mix") / "sft"
+    cfg = stage_config("17_patch", data=str(data), **(SMALL | {"prompts_per_category": 1}))
+    measured = stage.measure(cfg)
+    assert sorted((r["task"], r["n"]) for r in measured.rates) == [("code", 1), ("math_reasoning", 1)]
+    info = stage.write_patch(cfg, measured, tmp_path / "run")
+    select = balanced_steps(info.path)[-3]
+    assert select["name"] == "select:per_category" and select["drop_reasons"] == {"over_per_category": 3}
+    assert info.num_rows == 2
 
 
 @pytest.mark.slow
