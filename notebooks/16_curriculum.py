@@ -25,8 +25,9 @@
 # and the RL pool out of the curated data versions written by the curation notebooks (1x):
 #
 # - a mix with `mix_complexity: complex` takes only the hard and multi-constraint rows of every
-#   capability — at least `min_if_instructions` IF instructions, code, at least `min_math_steps`
-#   computation lines of math, or a `hard` difficulty label — and chooses **before** the others,
+#   capability — at least `min_if_instructions` IF instructions, at least `min_code_statements`
+#   statements of code, at least `min_math_steps` computation lines of math, or a `hard`
+#   difficulty label — and chooses **before** the others,
 #   with per-task quotas, so every capability present is in it;
 # - every mix is a data version of its own (`<run_dir>/<mix>`), a child of the curated version,
 #   with two more processing steps — `select:<mix>` (which rows it may take, the others counted
@@ -50,6 +51,7 @@ mix_shares: dict[str, float] = {"base": 0.6, "complex": 0.4}
 mix_complexity: dict[str, str] = {"complex": "complex"}
 min_if_instructions: int = 2
 min_math_steps: int = 3
+min_code_statements: int = 4
 exclusive: bool = True
 rl_difficulties: list[str] = ["medium"]
 rl_size: int = 0

@@ -13,8 +13,8 @@ whose processing manifest ends with two steps:
 
 Mixes are disjoint by default (`exclusive`): a sample is trained on in one curriculum stage only.
 A mix may ask for complex rows only (`mix_complexity`): the hard and multi-constraint rows of every
-capability (data.mixing.complexity_reason: several IF instructions, code, multi-step math, a `hard`
-difficulty label). Such mixes choose first, so the base mix cannot use up the complex rows, and
+capability (data.complexity.complexity_reason: several IF instructions, multi-statement code,
+multi-step math, a `hard` difficulty label). Such mixes choose first, so the base mix cannot use up the complex rows, and
 their per-task quotas keep every capability in (the demo's complex mix was once 55 rows of math).
 The patch mix of the third SFT stage is built from measured weaknesses by 17_patch.
 """
@@ -40,11 +40,14 @@ class CurriculumConfig(StageConfig):
     mix_difficulties: dict[str, list[str]] = doc("mix -> allowed difficulty labels ([] = any, unlabelled included)")
     mix_shares: dict[str, float] = doc("mix -> target size as a share of the input rows")
     mix_complexity: dict[str, str] = doc(
-        "mix -> any | complex | simple (rows data.mixing.complexity_reason calls complex or not); "
+        "mix -> any | complex | simple (rows data.complexity.complexity_reason calls complex or not); "
         "complex mixes choose first; a mix left out = any"
     )
     min_if_instructions: int = doc("an instruction-following row is complex with at least this many instructions")
     min_math_steps: int = doc("a math row is complex with at least this many computation lines in its answer")
+    min_code_statements: int = doc(
+        "a code row is complex with at least this many statements in its solution (headers, imports, docstrings aside)"
+    )
     exclusive: bool = doc("a row goes to at most one mix (each sample trains in one curriculum stage)")
     rl_difficulties: list[str] = doc("difficulty labels kept in the RL pool ([] = all; the paper: medium)")
     rl_size: int = doc("RL pool size with equal per-task quotas; 0 = every selected prompt")
@@ -73,6 +76,7 @@ class CurriculumConfig(StageConfig):
             )
         self.at_least("min_if_instructions", 1)
         self.at_least("min_math_steps", 1)
+        self.at_least("min_code_statements", 1)
         bad = {m: s for m, s in self.mix_shares.items() if not 0.0 <= s <= 1.0}
         if bad or sum(self.mix_shares.values()) > 1.0 + 1e-9:
             raise ConfigError(f"key 'mix_shares': shares must be in [0, 1] and sum to <= 1, got {self.mix_shares}")
@@ -83,7 +87,7 @@ def complexity_of(cfg: CurriculumConfig, ds: Any) -> list[str]:
     """Per row, why it is complex ("" = not complex)."""
     from ..data.complexity import complexity_reason
 
-    return [complexity_reason(row, cfg.min_if_instructions, cfg.min_math_steps) for row in ds]
+    return [complexity_reason(row, cfg.min_if_instructions, cfg.min_math_steps, cfg.min_code_statements) for row in ds]
 
 
 def complexity_table(cfg: CurriculumConfig) -> Any:
@@ -133,6 +137,7 @@ def build_curriculum(cfg: CurriculumConfig, out_root: Path) -> dict[str, Any]:
                 "complex_by": dict(Counter(why[i].split(":")[0] for i in keep if why[i])),
                 "min_if_instructions": cfg.min_if_instructions,
                 "min_math_steps": cfg.min_math_steps,
+                "min_code_statements": cfg.min_code_statements,
                 "selection_order": selection_order(cfg),
                 "exclusive": cfg.exclusive,
             },

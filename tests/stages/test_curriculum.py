@@ -120,15 +120,20 @@ def steps(n: int) -> str:
     return "\n".join(f"{k} + 1 = {k + 1}" for k in range(n)) + f"\nThe final answer is $\\boxed{{{n}}}$."
 
 
+# a 5-statement solution (a loop with a counter and a condition) vs the one-line `return 1`
+LOOP = "```python\ndef f(xs):\n    n = 0\n    for x in xs:\n        if x > 0:\n            n += x\n    return n\n```"
+
+
 def _mixed_version(path: Path) -> Path:
-    """50 rows of five capabilities; half the IF rows carry 3 instructions (else 1), half the math
-    rows a 4-step worked answer (else 1 step), two safety rows are labelled hard."""
+    """50 rows of five capabilities; half the IF rows carry 3 instructions (else 1), half the code
+    rows a 5-statement solution (else 1), half the math rows a 4-step worked answer (else 1 step),
+    two safety rows are labelled hard."""
     rows = []
     for i in range(10):
         many = i % 2 == 0
         rows += [
             {"task": "complex_if", "verifier": "ifeval", "reference": ifeval(3 if many else 1), "answer": "ok"},
-            {"task": "code", "answer": "```python\ndef f():\n    return 1\n```"},
+            {"task": "code", "answer": LOOP if many else "```python\ndef f():\n    return 1\n```"},
             {
                 "task": "math_reasoning",
                 "verifier": "math",
@@ -164,20 +169,29 @@ def test_complex_mix_holds_the_hard_rows_of_every_capability(tmp_path):
     infos = build_curriculum(cfg, tmp_path / "out")
     complex_rows = list(load_version(infos["complex"].path))
     base_ids = set(load_version(infos["base"].path)["id"])
-    # 0.4 * 50 = 20 rows: 5 multi-constraint IF + 5 multi-step math (all there are) + 10 code
+    # 0.4 * 50 = 20 rows wanted; 5 of each capability are complex, so it takes all 15
     assert sorted({r["task"] for r in complex_rows}) == ["code", "complex_if", "math_reasoning"]
-    assert len(complex_rows) == 20 and not base_ids & {r["id"] for r in complex_rows}
+    assert len(complex_rows) == 15 and not base_ids & {r["id"] for r in complex_rows}
     for row in complex_rows:
         if row["task"] == "complex_if":
             assert len(json.loads(row["reference"])["instruction_id_list"]) == 3
         if row["task"] == "math_reasoning":
             assert row["messages"][-1]["content"].count(" = ") == 4
+        if row["task"] == "code":
+            assert row["messages"][-1]["content"] == LOOP
     select = read_manifests(infos["complex"].path)["processing"]["steps"][-2]
-    assert select["params"]["complex_by"] == {"code": 10, "if_instructions": 5, "math_steps": 5}
-    assert select["drop_reasons"] == {"not_complex": 10, "task_not_in_mix": 20}
-    # base (chosen second, trained first) takes the 30 rows left, simple IF and math included
-    assert len(base_ids) == 30 and read_manifests(infos["base"].path)["processing"]["steps"][-2]["drop_reasons"] == {
-        "taken_by_earlier_mix": 20
+    assert select["params"]["complex_by"] == {"code_statements": 5, "if_instructions": 5, "math_steps": 5}
+    assert select["drop_reasons"] == {"not_complex": 15, "task_not_in_mix": 20}
+    # base (chosen second, trained first) takes 0.6 * 50 = 30 of the 35 rows left: equal shares of
+    # 6, the three tasks with 5 simple rows give their spare quota to chat and safety
+    base_select = read_manifests(infos["base"].path)["processing"]["steps"][-2]
+    assert len(base_ids) == 30 and base_select["drop_reasons"] == {"taken_by_earlier_mix": 15}
+    assert task_counts({"base": infos["base"]})["base"].to_dict() == {
+        "code": 5,
+        "complex_if": 5,
+        "general_chat": 8,
+        "math_reasoning": 5,
+        "safety": 7,
     }
     kinds = complexity_table(cfg)
     assert kinds.loc["safety", "difficulty"] == 2 and kinds.loc["general_chat", "simple"] == 10
@@ -195,7 +209,7 @@ def stage_complexity(cfg: CurriculumConfig) -> dict[str, str]:
 
 
 def test_non_exclusive_mixes_may_share_rows(tmp_path):
-    infos = build_curriculum(_config(tmp_path, exclusive=False), tmp_path / "out")
+    infos = build_curriculum(_config(tmp_path, exclusive=False, **THREE), tmp_path / "out")
     assert set(load_version(infos["base"].path)["id"]) & set(load_version(infos["complex"].path)["id"])
 
 
