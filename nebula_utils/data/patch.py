@@ -114,21 +114,26 @@ def answer_verified(rows: Sequence[Mapping[str, Any]], workers: int = 1) -> list
 
 def category_rates(prompts: Sequence[Mapping[str, Any]], seed: int = 0, resamples: int = 1000) -> list[dict[str, Any]]:
     """Per task: prompts (n), samples, mean pass rate and its 95% bootstrap CI over prompts; worst first."""
-    from ..stats import bootstrap_mean
+    from ..stats import bootstrap_mean, wilson_interval
 
     by_task: dict[str, list[Mapping[str, Any]]] = {}
     for p in prompts:
         by_task.setdefault(p["task"], []).append(p)
     out = []
     for task, items in by_task.items():
-        est = bootstrap_mean([p["pass_rate"] for p in items], resamples=resamples, seed=seed)
+        rates = [p["pass_rate"] for p in items]
+        est = bootstrap_mean(rates, resamples=resamples, seed=seed)
+        ci, method = [est.low, est.high], "bootstrap over prompts"
+        if len(set(rates)) == 1 and rates[0] in (0.0, 1.0):  # the bootstrap collapses to one point
+            ci, method = list(wilson_interval(est.value, len(items))), "wilson over prompts (all equal)"
         out.append(
             {
                 "task": task,
                 "n": len(items),
                 "samples": sum(p["samples"] for p in items),
                 "pass_rate": est.value,
-                "ci95": [est.low, est.high],
+                "ci95": ci,
+                "ci_method": method,
                 "failed_prompts": sum(1 for p in items if p["pass_rate"] < 1.0),
             }
         )

@@ -165,11 +165,11 @@ def rate_frame(rates: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
     rows = [
-        {k: r[k] for k in ("task", "n", "samples", "pass_rate", "failed_prompts")}
+        {k: r[k] for k in ("task", "n", "samples", "pass_rate", "failed_prompts", "ci_method")}
         | {"ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]}
         for r in rates
     ]
-    cols = ["task", "n", "samples", "pass_rate", "ci95_low", "ci95_high", "failed_prompts"]
+    cols = ["task", "n", "samples", "pass_rate", "ci95_low", "ci95_high", "ci_method", "failed_prompts"]
     return pd.DataFrame(rows, columns=cols)
 
 

@@ -38,7 +38,13 @@ def test_rates_are_sorted_worst_first_with_n_and_a_ci():
     assert code["n"] == 4 and code["samples"] == 16 and code["pass_rate"] == pytest.approx(0.3125)
     low, high = code["ci95"]
     assert 0.0 <= low < code["pass_rate"] < high <= 1.0
-    assert rates[2]["failed_prompts"] == 1
+    assert rates[2]["failed_prompts"] == 1 and code["ci_method"] == "bootstrap over prompts"
+
+
+def test_a_category_every_prompt_fails_gets_a_wilson_interval_not_a_point():
+    rates = P.category_rates([_prompt(i, "code", 0.0) for i in range(6)], seed=0)
+    assert rates[0]["pass_rate"] == 0.0 and rates[0]["ci_method"].startswith("wilson")
+    assert rates[0]["ci95"][0] == 0.0 and rates[0]["ci95"][1] == pytest.approx(0.390, abs=0.001)
 
 
 def test_weak_categories_and_the_patch_targets_balance():

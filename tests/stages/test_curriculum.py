@@ -258,7 +258,7 @@ def test_every_mix_needs_its_table_entries(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_runs_and_records_both_inputs(tmp_path, run_notebook):
-    sft, rl = _sft_version(tmp_path / "sft"), _rl_version(tmp_path / "rl")
+    sft, rl = _mixed_version(tmp_path / "sft"), _rl_version(tmp_path / "rl")
     run = run_notebook("16_curriculum", data=str(sft), rl_data=str(rl))
     assert (run / "rl_pool" / "version.json").is_file()
     for mix in ("base", "complex"):
