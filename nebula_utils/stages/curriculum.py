@@ -35,7 +35,9 @@ class CurriculumConfig(StageConfig):
 
     data: str = doc('curated SFT data version; "" = the newest 15_decontam/data under results/')
     rl_data: str = doc('RL data version graded by 13_difficulty (e.g. "@13_difficulty/graded"); "" = no RL pool')
-    mixes: list[str] = doc("curriculum order, one SFT stage per mix (the paper: base, complex, patch)")
+    mixes: list[str] = doc(
+        "curriculum order, one SFT stage per mix (the paper: base, complex, patch; here 17_patch builds the patch)"
+    )
     mix_tasks: dict[str, list[str]] = doc("mix -> allowed tasks ([] = every task)")
     mix_difficulties: dict[str, list[str]] = doc("mix -> allowed difficulty labels ([] = any, unlabelled included)")
     mix_shares: dict[str, float] = doc("mix -> target size as a share of the input rows")
