@@ -77,6 +77,18 @@ def bootstrap_mean(
     return Estimate(float(x.mean()), lo, hi, int(x.size))
 
 
+def wilson_interval(rate: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion `rate` over n items. Where every item scores the same
+    (0/n or n/n) the percentile bootstrap collapses to [rate, rate]; Wilson still says how far the
+    true rate could be (0 of 6 prompts: [0, 0.39])."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def paired_bootstrap(
     a: Sequence[float], b: Sequence[float], resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05
 ) -> Estimate:

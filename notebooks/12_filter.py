@@ -54,7 +54,7 @@ language: str = "en"
 min_language_prob: float = 0.5
 judge_model: str = ""
 min_judge_score: float = 0.5
-teacher_only: bool = True
+teacher_only: bool = False
 verifier_workers: int = 2
 
 # %%
@@ -103,8 +103,11 @@ pd.Series(crossverify.drop_counts(result), name="groups", dtype=int).sort_values
 
 # %% [markdown]
 # ## Outputs
-# `sft`: kept groups as SFT samples; `preference`: groups with both a kept and a dropped
-# candidate as chosen/rejected pairs. Both add one balanced step to the distill manifests.
+# `sft`: kept groups as SFT samples (the curated corpus that 14_classify_sample → 15_decontam →
+# 16_curriculum cut the SFT mixes from); `preference`: groups with both a kept and a dropped
+# candidate as chosen/rejected pairs. Both add one balanced step to the distill manifests. A kept
+# teacher answer is always the SFT answer; with `teacher_only` off, the dataset's own answer is the
+# fallback when it passes the same gates. Whose answer each task's SFT rows carry:
 
 # %%
 infos = stage.write_outputs(cfg, groups, result, run.run_dir)
@@ -121,6 +124,9 @@ pd.DataFrame(
         for n, s in steps.items()
     ]
 )
+
+# %%
+pd.DataFrame(steps["sft"].get("answer_from", {})).T
 
 # %%
 kept = int(frame["kept"].sum())

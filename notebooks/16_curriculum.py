@@ -19,10 +19,16 @@
 # # 16 · Curriculum: the SFT mixes and the RL pool
 #
 # The Instruct branch of NebulaExp-8B runs **three SFT stages** in a row: a broad *base* mix, a
-# *complex* mix (multi-constraint instructions, code, math) and a small *patch* mix aimed at
-# weak spots. The Reasoning branch runs GRPO on **medium-difficulty** prompts. This stage cuts
-# those sets out of the curated data versions written by the curation notebooks (1x):
+# *complex* mix (multi-constraint instructions, code, multi-step math) and a small *patch* mix
+# aimed at weak spots (built by 17_patch from the weaknesses measured after stage 2). The
+# Reasoning branch runs GRPO on **medium-difficulty** prompts. This stage cuts the first two mixes
+# and the RL pool out of the curated data versions written by the curation notebooks (1x):
 #
+# - a mix with `mix_complexity: complex` takes only the hard and multi-constraint rows of every
+#   capability — at least `min_if_instructions` IF instructions, at least `min_code_statements`
+#   statements of code, at least `min_math_steps` computation lines of math, or a `hard`
+#   difficulty label — and chooses **before** the others,
+#   with per-task quotas, so every capability present is in it;
 # - every mix is a data version of its own (`<run_dir>/<mix>`), a child of the curated version,
 #   with two more processing steps — `select:<mix>` (which rows it may take, the others counted
 #   by reason) and `mix:<mix>` (equal per-task quotas, shuffled with the run seed);
@@ -38,14 +44,14 @@ run_dir: str = ""
 run_id: str = ""
 data: str = ""
 rl_data: str = ""
-mixes: list[str] = ["base", "complex", "patch"]
-mix_tasks: dict[str, list[str]] = {
-    "base": [],
-    "complex": ["complex_if", "code", "math_reasoning"],
-    "patch": ["safety", "general_chat", "complex_if"],
-}
-mix_difficulties: dict[str, list[str]] = {"base": [], "complex": [], "patch": []}
-mix_shares: dict[str, float] = {"base": 0.6, "complex": 0.3, "patch": 0.1}
+mixes: list[str] = ["base", "complex"]
+mix_tasks: dict[str, list[str]] = {"base": [], "complex": ["complex_if", "code", "math_reasoning"]}
+mix_difficulties: dict[str, list[str]] = {"base": [], "complex": []}
+mix_shares: dict[str, float] = {"base": 0.6, "complex": 0.4}
+mix_complexity: dict[str, str] = {"complex": "complex"}
+min_if_instructions: int = 2
+min_math_steps: int = 3
+min_code_statements: int = 4
 exclusive: bool = True
 rl_difficulties: list[str] = ["medium"]
 rl_size: int = 0
@@ -62,8 +68,15 @@ cfg = run.config
 print(run.run_id, run.run_dir)
 
 # %% [markdown]
+# ## Which rows are complex, and why
+
+# %%
+stage.complexity_table(cfg)
+
+# %% [markdown]
 # ## The SFT mixes
-# Rows per task in each mix; the base mix spreads over every task, the later ones narrow down.
+# Rows per task in each mix; the base mix spreads over every task, the complex one holds the hard
+# rows of each capability.
 
 # %%
 mixes = stage.build_curriculum(cfg, run.run_dir)

@@ -23,7 +23,7 @@ SMOKE = REPO / "params" / "pipelines" / "smoke.yaml"
 
 def mini_base(tmp_path: Path) -> Path:
     """A three-step base pipeline (environment, data, SFT) taken from the smoke pipeline's params."""
-    smoke = {s["notebook"]: s for s in yaml.safe_load(SMOKE.read_text())["steps"]}
+    smoke = {s.get("name", s["notebook"]): s for s in yaml.safe_load(SMOKE.read_text())["steps"]}
     doc = {
         "pipeline": "mini",
         "defaults": {"model": "tiny-random"},
@@ -47,6 +47,10 @@ def ablation_file(tmp_path: Path, **doc) -> Path:
 # the steps the example grid changes (SFT and what reads its model)
 VARIED = {
     "20_sft",
+    "20_sft_complex",
+    "17_patch",
+    "20_sft_patch",
+    "60_eval_sft_patch",
     "31_dpo",
     "32_kto",
     "33_rsft",
@@ -198,7 +202,8 @@ def test_cli_runs_ablation_plan_and_rejects_step_selection(tmp_path):
     assert plan.returncode == 0, plan.stderr
     lines = plan.stdout.strip().splitlines()
     shared = len(yaml.safe_load(SMOKE.read_text())["steps"]) - len(VARIED) - 1  # all but VARIED and 90_report
-    assert len(lines) == shared + 4 * len(VARIED) + 1 and sum("20_sft-" in line for line in lines) == 4
+    # three SFT stages (base, complex, patch) in each of the 4 variants
+    assert len(lines) == shared + 4 * len(VARIED) + 1 and sum("20_sft-" in line for line in lines) == 4 * 3
     assert "90_report-" in lines[-1]
     only = cli("--only", "20_sft")
     assert only.returncode == 2 and "--only/--from" in only.stderr

@@ -87,3 +87,44 @@ def test_tulu3_demo_plans_sft_then_dpo_then_rlvr_each_from_the_previous_model(tm
     assert report["labels"] == ["base", "sft", "dpo", "rlvr"] and report["runs"][-1] == str(
         pipe.step("60_eval_tulu3_rlvr").run_dir
     )
+
+
+def _ancestors(pipe, name: str) -> set[str]:
+    seen, todo = set(), [name]
+    while todo:
+        for up in pipe.step(todo.pop()).upstream:
+            if up not in seen:
+                seen.add(up)
+                todo.append(up)
+    return seen
+
+
+def test_every_sft_checkpoint_descends_from_distillation_and_cross_verification(tmp_path):
+    """The curated corpus reaches training: in the smoke, the demo and every pipeline extending the
+    demo, each 20_sft step's data and model run back through 12_filter and 11_distill (via 14 -> 15
+    -> 16, and 17_patch for the third stage), and the third stage trains on 17_patch's mix."""
+    from nebula_utils.paths import PARAMS_DIR
+
+    files = [PARAMS_DIR / "pipelines" / "smoke.yaml"] + sorted((PARAMS_DIR / "pipelines").glob("demo*.yaml"))
+    checked = 0
+    for path in files:
+        pipe = load_pipeline(path, tmp_path / path.stem)
+        if path.stem == "demo_reasoning":  # the Reasoning branch: GRPO from the base model, no SFT
+            assert not [s for s in pipe.steps if s.notebook == "20_sft"]
+            continue
+        classify = [
+            s for s in pipe.steps if s.notebook == "14_classify_sample" and "12_filter" in _ancestors(pipe, s.name)
+        ]
+        assert classify and classify[0].params["data"] == str(pipe.step("12_filter").run_dir / "sft"), path
+        for step in (s for s in pipe.steps if s.notebook == "20_sft"):
+            assert {"11_distill", "12_filter", "14_classify_sample", "15_decontam"} <= _ancestors(pipe, step.name), (
+                f"{path.name}: {step.name}"
+            )
+            checked += 1
+        names = [s.name for s in pipe.steps]
+        if "17_patch" in names:
+            patch = pipe.step("17_patch")
+            assert "20_sft_complex" in patch.upstream and patch.params["data"].endswith("/data")
+            last = [s for s in pipe.steps if s.notebook == "20_sft" and "17_patch" in s.upstream]
+            assert last and last[0].params["data"] == str(patch.run_dir / "patch")
+    assert checked >= 3 + 3 + 4  # smoke 3 SFT stages, demo 3, demo_mopd/opd add general, math, code

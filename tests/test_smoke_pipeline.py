@@ -97,6 +97,20 @@ def test_a_rerun_into_a_fresh_root_gives_identical_metrics(smoke, tmp_path):
         assert science_metrics(smoke.step(b.name).run_dir) == science_metrics(b.run_dir), b.name
 
 
+@pytest.mark.slow
+def test_every_sft_checkpoint_lineage_runs_back_through_filter_and_distill(smoke):
+    """report.lineage from each SFT stage's run folder: the walk through its data (and, for the
+    later stages, its starting checkpoint) reaches a 12_filter and an 11_distill run."""
+    from nebula_utils.report.lineage import iter_nodes, lineage
+
+    for name in ("20_sft", "20_sft_complex", "20_sft_patch", "60_eval_sft_patch"):
+        tree = lineage(smoke.step(name).run_dir)
+        stages = {n.get("stage") for _, n in iter_nodes(tree) if n.get("kind") == "run"}
+        assert {"11_distill", "12_filter", "14_classify_sample", "16_curriculum"} <= stages, (name, sorted(stages))
+    patch = lineage(smoke.step("20_sft_patch").run_dir)
+    assert "17_patch" in {n.get("stage") for _, n in iter_nodes(patch) if n.get("kind") == "run"}
+
+
 # Notebooks opened as JupyterLab opens them: kernel cwd notebooks/, the notebook's own parameters
 # cell, no input injected: an empty input resolves to the newest complete upstream output under the
 # results root. The notebooks whose defaults are the demo scale (SmolLM2 generating or training
@@ -111,6 +125,7 @@ SIZE_ONLY = {
         "pool_labels": ["hard", "medium"],
     },
     "14_classify_sample": {"classifier_per_class": 8, "random_baseline_seeds": 2},
+    "17_patch": {"prompts_per_category": 1, "n_samples": 1, "max_new_tokens": 4},
     "20_sft": {"model": "tiny-random", "max_steps": 1, "max_length": 64},
     "60_eval": {"model": "tiny-random", "suite": "verifiable", "limit": 1, "max_gen_toks": 4},
     # the length guard off, as in smoke.yaml (tiny-random's answers are too short for any pair to pass it)
@@ -172,6 +187,7 @@ NEWEST_INPUT = (
     "13_difficulty",
     "14_classify_sample",
     "15_decontam",
+    "17_patch",
     "20_sft",
     "30_preference_data",
 )

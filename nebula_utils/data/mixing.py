@@ -10,14 +10,14 @@ after, and the reason given.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
+from .complexity import COMPLEXITY
 from .manifests import processing_step
 from .schema import FEATURES, check_schema
 
@@ -155,21 +155,33 @@ def write_mixed_version(parts: dict[str, Any], schema: str, out_dir: Path, seed:
 
 
 def eligible_rows(
-    ds: Any, tasks: list[str], difficulties: list[str], taken: set[str]
+    ds: Any,
+    tasks: list[str],
+    difficulties: list[str],
+    taken: set[str],
+    complex_rows: Sequence[bool] | None = None,
+    complexity: str = "any",
 ) -> tuple[list[int], dict[str, int]]:
-    """Indices of rows a mix may take, and the reasons the others were left out (first reason wins)."""
+    """Indices of rows a mix may take, and the reasons the others were left out (the last failing
+    check wins: taken > task > complexity > difficulty). `complex_rows` (one flag per row, see
+    complexity_reason) with `complexity` "complex" or "simple" keeps only rows of that kind."""
     import pandas as pd
 
     frame = pd.DataFrame(
         {"id": ds["id"], "task": ds["task"], "difficulty": [d or UNLABELLED for d in ds["difficulty"]]}
     )
+    if complexity not in COMPLEXITY:
+        raise ValueError(f"complexity must be one of {', '.join(COMPLEXITY)}, got {complexity!r}")
+    hard = pd.Series(list(complex_rows) if complex_rows is not None else [False] * len(frame), index=frame.index)
     reasons = pd.Series("", index=frame.index)
     checks = [
         ("difficulty_not_in_mix", ~frame["difficulty"].isin(difficulties) if difficulties else None),
+        ("not_complex", ~hard if complexity == "complex" else None),
+        ("complex", hard if complexity == "simple" else None),
         ("task_not_in_mix", ~frame["task"].isin(tasks) if tasks else None),
         ("taken_by_earlier_mix", frame["id"].isin(taken)),
     ]
-    for reason, mask in checks:  # later checks overwrite: taken > task > difficulty
+    for reason, mask in checks:  # later checks overwrite: taken > task > complexity > difficulty
         if mask is not None:
             reasons[mask] = reason
     drops = reasons[reasons != ""].value_counts().to_dict()
@@ -177,10 +189,25 @@ def eligible_rows(
 
 
 def per_task_parts(ds: Any, size: int) -> tuple[dict[str, Any], dict[str, int]]:
-    """Split by task with equal quotas summing to at most `size` (0 = take everything)."""
+    """Split by task with equal quotas summing to at most `size` (0 = take everything).
+
+    Quotas are filled level by level: a task with fewer rows than its equal share gives the rest
+    to the other tasks, so the mix reaches `size` when the rows exist (16 rows of code and 60 of
+    math for a 40-row mix: 16 + 24, not 16 + 20)."""
     tasks = sorted(set(ds["task"]))
     parts = {t: ds.filter(lambda r, t=t: r["task"] == t) for t in tasks}
     if not size or not tasks:
         return parts, {}
-    quota = max(1, math.floor(size / len(tasks)))
-    return parts, {t: quota for t in tasks}
+    quotas = {t: 0 for t in tasks}
+    open_tasks, left = list(tasks), size
+    while left > 0 and open_tasks:
+        share = max(1, left // len(open_tasks))
+        for t in list(open_tasks):
+            take = min(share, len(parts[t]) - quotas[t], left)
+            quotas[t] += take
+            left -= take
+            if quotas[t] >= len(parts[t]):
+                open_tasks.remove(t)
+            if left == 0:
+                break
+    return parts, quotas

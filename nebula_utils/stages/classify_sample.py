@@ -21,10 +21,13 @@ from ..paths import repo_path
 
 @dataclass
 class ClassifySampleConfig(StageConfig):
-    upstream: ClassVar[dict[str, str]] = {"data": "10_data_sft_mix/sft"}
+    # the curated corpus: teacher answers (11_distill) that passed cross-verification (12_filter)
+    upstream: ClassVar[dict[str, str]] = {"data": "12_filter/sft"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "sft"}
 
-    data: str = doc('data version to classify and sample; "" = the newest 10_data_sft_mix/sft under results/')
+    data: str = doc(
+        'data version to classify and sample; "" = the newest 12_filter/sft (the cross-verified corpus) under results/'
+    )
     shared_data_dir: str = doc('labelled prompts from this folder when it exists (repo-relative); "" = none')
     classifier_per_class: int = doc("labelled prompts per task and source group (pypi, seed, shared)")
     classifier_holdout: float = doc("fraction of the labelled prompts held out for the accuracy estimate")

@@ -12,6 +12,11 @@ whose processing manifest ends with two steps:
                  carries a change log against the previous mix (counts per task before/after).
 
 Mixes are disjoint by default (`exclusive`): a sample is trained on in one curriculum stage only.
+A mix may ask for complex rows only (`mix_complexity`): the hard and multi-constraint rows of every
+capability (data.complexity.complexity_reason: several IF instructions, multi-statement code,
+multi-step math, a `hard` difficulty label). Such mixes choose first, so the base mix cannot use up the complex rows, and
+their per-task quotas keep every capability in (the demo's complex mix was once 55 rows of math).
+The patch mix of the third SFT stage is built from measured weaknesses by 17_patch.
 """
 
 from __future__ import annotations
@@ -30,10 +35,21 @@ class CurriculumConfig(StageConfig):
 
     data: str = doc('curated SFT data version; "" = the newest 15_decontam/data under results/')
     rl_data: str = doc('RL data version graded by 13_difficulty (e.g. "@13_difficulty/graded"); "" = no RL pool')
-    mixes: list[str] = doc("curriculum order, one SFT stage per mix (the paper: base, complex, patch)")
+    mixes: list[str] = doc(
+        "curriculum order, one SFT stage per mix (the paper: base, complex, patch; here 17_patch builds the patch)"
+    )
     mix_tasks: dict[str, list[str]] = doc("mix -> allowed tasks ([] = every task)")
     mix_difficulties: dict[str, list[str]] = doc("mix -> allowed difficulty labels ([] = any, unlabelled included)")
     mix_shares: dict[str, float] = doc("mix -> target size as a share of the input rows")
+    mix_complexity: dict[str, str] = doc(
+        "mix -> any | complex | simple (rows data.complexity.complexity_reason calls complex or not); "
+        "complex mixes choose first; a mix left out = any"
+    )
+    min_if_instructions: int = doc("an instruction-following row is complex with at least this many instructions")
+    min_math_steps: int = doc("a math row is complex with at least this many computation lines in its answer")
+    min_code_statements: int = doc(
+        "a code row is complex with at least this many statements in its solution (headers, imports, docstrings aside)"
+    )
     exclusive: bool = doc("a row goes to at most one mix (each sample trains in one curriculum stage)")
     rl_difficulties: list[str] = doc("difficulty labels kept in the RL pool ([] = all; the paper: medium)")
     rl_size: int = doc("RL pool size with equal per-task quotas; 0 = every selected prompt")
@@ -51,24 +67,66 @@ class CurriculumConfig(StageConfig):
                     f"key '{name}': every mix in `mixes` needs an entry and no other "
                     f"(missing {missing}, unknown {extra})"
                 )
+        from ..data.complexity import COMPLEXITY
+
+        unknown = [m for m in self.mix_complexity if m not in self.mixes]
+        wrong = {m: c for m, c in self.mix_complexity.items() if c not in COMPLEXITY}
+        if unknown or wrong:
+            raise ConfigError(
+                f"key 'mix_complexity': mixes must be in `mixes` and values one of {', '.join(COMPLEXITY)} "
+                f"(unknown mixes {unknown}, bad values {wrong})"
+            )
+        self.at_least("min_if_instructions", 1)
+        self.at_least("min_math_steps", 1)
+        self.at_least("min_code_statements", 1)
         bad = {m: s for m, s in self.mix_shares.items() if not 0.0 <= s <= 1.0}
         if bad or sum(self.mix_shares.values()) > 1.0 + 1e-9:
             raise ConfigError(f"key 'mix_shares': shares must be in [0, 1] and sum to <= 1, got {self.mix_shares}")
         self.at_least("rl_size", 0)
 
 
+def complexity_of(cfg: CurriculumConfig, ds: Any) -> list[str]:
+    """Per row, why it is complex ("" = not complex)."""
+    from ..data.complexity import complexity_reason
+
+    return [complexity_reason(row, cfg.min_if_instructions, cfg.min_math_steps, cfg.min_code_statements) for row in ds]
+
+
+def complexity_table(cfg: CurriculumConfig) -> Any:
+    """Rows per task (rows) and kind of complexity (columns: code, if_instructions, math_steps,
+    difficulty, or simple) of the input version."""
+    import pandas as pd
+
+    from ..data.versions import load_version
+
+    ds = load_version(cfg.data)
+    kinds = [w.split(":")[0] if w else "simple" for w in complexity_of(cfg, ds)]
+    return pd.crosstab(pd.Series(ds["task"], name="task"), pd.Series(kinds, name="kind"))
+
+
+def selection_order(cfg: CurriculumConfig) -> list[str]:
+    """Mixes that want complex rows choose first, then the others in curriculum order."""
+    wants = [m for m in cfg.mixes if cfg.mix_complexity.get(m, "any") == "complex"]
+    return wants + [m for m in cfg.mixes if m not in wants]
+
+
 def build_curriculum(cfg: CurriculumConfig, out_root: Path) -> dict[str, Any]:
     """Write one data version per mix under out_root/<mix>; returns {mix: VersionInfo}."""
+    from collections import Counter
+
     from ..data.manifests import processing_step
     from ..data.mixing import build_mix, eligible_rows, per_task_parts
     from ..data.versions import inherited_isolation, load_version, read_manifests, save_version
 
     parent = read_manifests(cfg.data)
     ds = load_version(cfg.data)
+    why = complexity_of(cfg, ds)
+    flags = [bool(w) for w in why]
     taken: set[str] = set()
-    infos, previous = {}, None
-    for name in cfg.mixes:
-        keep, drops = eligible_rows(ds, cfg.mix_tasks[name], cfg.mix_difficulties[name], taken)
+    chosen: dict[str, tuple[Any, dict]] = {}
+    for name in selection_order(cfg):
+        complexity = cfg.mix_complexity.get(name, "any")
+        keep, drops = eligible_rows(ds, cfg.mix_tasks[name], cfg.mix_difficulties[name], taken, flags, complexity)
         select = processing_step(
             f"select:{name}",
             count_in=len(ds),
@@ -77,10 +135,25 @@ def build_curriculum(cfg: CurriculumConfig, out_root: Path) -> dict[str, Any]:
             params={
                 "tasks": cfg.mix_tasks[name],
                 "difficulties": cfg.mix_difficulties[name],
+                "complexity": complexity,
+                "complex_by": dict(Counter(why[i].split(":")[0] for i in keep if why[i])),
+                "min_if_instructions": cfg.min_if_instructions,
+                "min_math_steps": cfg.min_math_steps,
+                "min_code_statements": cfg.min_code_statements,
+                "selection_order": selection_order(cfg),
                 "exclusive": cfg.exclusive,
             },
         )
-        parts, quotas = per_task_parts(ds.select(keep), round(cfg.mix_shares[name] * len(ds)))
+        size = round(cfg.mix_shares[name] * len(ds))
+        if cfg.mix_shares[name] > 0 and size == 0:  # a tiny input still gives a non-empty mix
+            size = 1
+        parts, quotas = per_task_parts(ds.select(keep), size) if cfg.mix_shares[name] > 0 else ({}, {})
+        chosen[name] = (parts, quotas, select)
+        if cfg.exclusive:
+            taken |= {i for p in _taken_ids(parts, quotas, cfg.seed) for i in p}
+    infos, previous = {}, None
+    for name in cfg.mixes:  # built (and change-logged) in curriculum order
+        parts, quotas, select = chosen[name]
         mix, step = build_mix(
             parts,
             "sft",
@@ -100,9 +173,15 @@ def build_curriculum(cfg: CurriculumConfig, out_root: Path) -> dict[str, Any]:
             isolation=inherited_isolation(parent),
         )
         previous = step
-        if cfg.exclusive:
-            taken |= set(mix["id"])
     return infos
+
+
+def _taken_ids(parts: dict[str, Any], quotas: dict[str, int], seed: int) -> list[list[str]]:
+    """The ids build_mix will take from each part (same seeded draw), for exclusivity."""
+    from ..data.mixing import build_mix
+
+    mix, _ = build_mix(parts, "sft", seed, quotas) if parts else (None, None)
+    return [list(mix["id"])] if mix is not None else []
 
 
 def build_rl_pool(cfg: CurriculumConfig, out_dir: Path) -> Any:

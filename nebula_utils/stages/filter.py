@@ -37,7 +37,9 @@ class FilterConfig(StageConfig):
     judge_model: str = doc('"" = no judge; else a model spec that rates answers 1-10')
     min_judge_score: float = doc("rescaled judge rating needed (1 -> 0, 10 -> 1)")
     teacher_only: bool = doc(
-        "only teacher samples may become the SFT answer (the dataset's own answer can still be chosen/rejected)"
+        "only teacher samples may become the SFT answer; false: a kept teacher answer still ranks first, "
+        "and the dataset's own answer is the fallback when it passes the same gates (a 135M teacher "
+        "fails most math: teacher-only would leave SFT a few dozen rows)"
     )
     verifier_workers: int = doc("threads for sandboxed code verification")
 
@@ -122,7 +124,15 @@ def write_outputs(cfg: FilterConfig, groups: list[dict], result: Any, run_dir: P
         cfg.data,
         sft,
         run_dir / "sft",
-        _step("cross_verify", cfg, len(groups), len(sft), C.drop_counts(result), candidate_funnel=funnel),
+        _step(
+            "cross_verify",
+            cfg,
+            len(groups),
+            len(sft),
+            C.drop_counts(result),
+            candidate_funnel=funnel,
+            answer_from=answer_sources(groups, result),
+        ),
         schema="sft",
     )
     pairs, pair_drops = C.preference_rows(groups, result)
@@ -137,6 +147,17 @@ def write_outputs(cfg: FilterConfig, groups: list[dict], result: Any, run_dir: P
     atomic_write_jsonl(run_dir / "dropped.jsonl", C.dropped_rows(result))
     atomic_write_text(run_dir / "candidate_scores.csv", C.dimension_frame(result).to_csv(index=False))
     return {"sft": sft_info, "preference": pref_info}
+
+
+def answer_sources(groups: list[dict], result: Any) -> dict[str, dict[str, int]]:
+    """Per task, how many kept SFT answers are the teacher's and how many the dataset's own."""
+    out: dict[str, dict[str, int]] = {}
+    for row, group in zip(groups, result.groups):
+        if group["kept"]:
+            who = "dataset" if row["candidates"][group["best"]]["generator"] == "dataset" else "teacher"
+            task = out.setdefault(row["task"], {"teacher": 0, "dataset": 0})
+            task[who] += 1
+    return dict(sorted(out.items()))
 
 
 def plot_funnel_and_scores(result: Any, path: Path) -> Any:
