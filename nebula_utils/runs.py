@@ -230,7 +230,8 @@ class Run:
 
 
 def _newest_output(stage: str, sub: str) -> Path | None:
-    """The `sub` folder of the most recently finished complete run of `stage` under the results root."""
+    """The `sub` folder of the most recently finished complete run of `stage` under the results root;
+    a data version with no rows is passed over (e.g. a curriculum mix a small input left empty)."""
     best: tuple[float, Path] | None = None
     for marker in results_root().glob("*/*/run.json"):
         try:
@@ -238,11 +239,18 @@ def _newest_output(stage: str, sub: str) -> Path | None:
         except (OSError, ValueError):
             continue
         out = marker.parent / sub
-        if info.get("stage") == stage and info.get("status") == "complete" and out.exists():
+        if info.get("stage") == stage and info.get("status") == "complete" and out.exists() and not _empty(out):
             finished = float(info.get("finished") or 0)
             if best is None or finished > best[0]:
                 best = (finished, out)
     return best[1] if best else None
+
+
+def _empty(out: Path) -> bool:
+    try:
+        return read_json(out / "version.json").get("num_rows") == 0
+    except (OSError, ValueError):
+        return False  # not a data version (a model folder, a file)
 
 
 def resolve_inputs(cls: type, values: dict[str, Any], run_dir_hint: Path) -> dict[str, str]:

@@ -117,7 +117,7 @@ def test_extends_appends_steps_and_keeps_the_base_run_ids(tmp_path):
     base = load_pipeline(repo / "params" / "pipelines" / "demo.yaml", tmp_path)
     extended = load_pipeline(repo / "params" / "pipelines" / "demo_instruct.yaml", tmp_path)
     assert [s.run_dir for s in extended.steps[: len(base.steps)]] == [s.run_dir for s in base.steps]
-    assert extended.step("60_eval_instruct_sft").params["model"] == str(base.step("20_sft_complex").run_dir / "model")
+    assert extended.step("60_eval_instruct_sft").params["model"] == str(base.step("20_sft_patch").run_dir / "model")
     loop = tmp_path / "loop.yaml"
     loop.write_text(yaml.safe_dump({"extends": str(loop), "steps": []}))
     with pytest.raises(ConfigError, match="cycle"):

@@ -45,3 +45,35 @@ def test_relative_checkpoint_folder_is_made_absolute_under_the_repository(tmp_pa
     values = {"teacher": "nebula_utils", "data": str(tmp_path)}
     resolve_inputs(OPDStageConfig, values, tmp_path / "run")
     assert values["teacher"] == str(REPO_ROOT / "nebula_utils")
+
+
+def test_an_empty_data_version_is_passed_over_for_the_newest_non_empty_one(tmp_path, monkeypatch):
+    from nebula_utils.runs import resolve_inputs
+    from nebula_utils.stages.sft import SFTStageConfig
+
+    monkeypatch.setenv("NEBULA_RESULTS", str(tmp_path))
+    full = _complete_run(tmp_path, "16_curriculum-a", "16_curriculum", "base", finished=1.0)
+    (full / "version.json").write_text(json.dumps({"num_rows": 5}))
+    empty = _complete_run(tmp_path, "16_curriculum-b", "16_curriculum", "base", finished=2.0)
+    (empty / "version.json").write_text(json.dumps({"num_rows": 0}))
+    values = {"data": ""}
+    resolve_inputs(SFTStageConfig, values, tmp_path / "run")
+    assert values["data"] == str(full)
+
+
+def test_sft_data_without_rows_is_a_clear_error(tmp_path):
+    from nebula_utils.train.sft import load_sft_dataset
+
+    path = tmp_path / "empty.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    assert len(load_sft_dataset(str(path))) == 1
+    from nebula_utils.data.manifests import processing_step
+    from nebula_utils.data.schema import to_dataset
+    from nebula_utils.data.versions import save_version
+
+    step = processing_step("test_rows", count_in=0, count_out=0)
+    save_version(
+        to_dataset("sft", []), tmp_path / "empty", "sft", {"name": "t", "path": "t", "license": "MIT"}, [step]
+    )
+    with pytest.raises(ValueError, match="has no rows"):
+        load_sft_dataset(str(tmp_path / "empty"))

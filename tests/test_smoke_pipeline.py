@@ -162,11 +162,18 @@ SIZE_ONLY = {
         "per_device_train_batch_size": 2,
         "audit": False,
     },
-    "50_opd": {"model": "tiny-random", "num_samples": 2, "per_device_train_batch_size": 2, "max_completion_length": 4},
+    "50_opd": {
+        "model": "tiny-random",
+        "num_samples": 2,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "max_completion_length": 4,
+    },
     "51_mopd": {
         "model": "tiny-random",
         "num_samples": 2,
-        "per_device_train_batch_size": 2,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 1,
         "max_completion_length": 4,
     },
     "40_grpo": {

@@ -190,6 +190,14 @@ def run_and_save(
     started = time.process_time()
     result = trainer.train()
     cpu_s = time.process_time() - started
+    if trainer.state.global_step < budget.max_steps:
+        # transformers counts a step only when its gradient accumulation completes: prompts fewer than
+        # one step's forward passes x batch give 0 steps and no error (seen: 1 prompt, 2 x 2 per step).
+        raise ValueError(
+            f"trained {trainer.state.global_step} of {budget.max_steps} optimizer steps: {prompts} prompts cannot "
+            f"fill one step of {budget.samples_per_step} samples (per_device_train_batch_size x "
+            "gradient_accumulation_steps x processes); add prompts or lower those knobs"
+        )
     history = trainer.state.log_history
     atomic_write_json(run_dir / "train_log.json", history)
     metrics = training_metrics(history, result.metrics, budget, prompts, cpu_s)

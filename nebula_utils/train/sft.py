@@ -32,6 +32,8 @@ def load_sft_dataset(path: str, max_samples: int = 0, seed: int = 0):
         raise FileNotFoundError(f"{path}: no SFT data (expected a data version folder or a .jsonl file)")
     if "messages" not in ds.column_names:
         raise ValueError(f"{path}: SFT data needs a 'messages' column, found {ds.column_names}")
+    if len(ds) == 0:
+        raise ValueError(f"{path}: the SFT data has no rows (TRL would fail on it with a bare StopIteration)")
     if max_samples and len(ds) > max_samples:
         ds = ds.shuffle(seed=seed).select(range(max_samples))
     return ds.select_columns(["messages"])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,9 +44,16 @@ def extract_code(completion: str, entry_point: str) -> str:
     return defining[0] if defining else "\n\n".join(blocks)
 
 
+# CPython 3.11's AST converter keeps its recursion-depth count in per-interpreter state, so ast.parse
+# on two threads at once (verify_batch's pool) can fail with "SystemError: AST constructor recursion
+# depth mismatch" (seen once in CI on 3.11.7; gh-106905). Parsing a completion takes microseconds.
+_AST_LOCK = threading.Lock()
+
+
 def _defines(code: str, entry_point: str) -> bool:
     try:
-        tree = ast.parse(code)
+        with _AST_LOCK:
+            tree = ast.parse(code)
     except SyntaxError:
         return False
     return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == entry_point for n in tree.body)
