@@ -46,7 +46,7 @@ def extract_code(completion: str, entry_point: str) -> str:
 
 # CPython 3.11's AST converter keeps its recursion-depth count in per-interpreter state, so ast.parse
 # on two threads at once (verify_batch's pool) can fail with "SystemError: AST constructor recursion
-# depth mismatch" (seen once in CI on 3.11.7; gh-106905). Parsing a completion takes microseconds.
+# depth mismatch" (seen once in a full test run on 3.11.7). Parsing a completion takes microseconds.
 _AST_LOCK = threading.Lock()
 
 
