@@ -73,7 +73,7 @@ def test_every_data_version_names_every_run_that_read_it(smoke):
 # The rerun covers every seeded code path that draws random numbers (data generation and sampling,
 # teacher generation, the classifier, SFT, GRPO rollouts, DPO, OPD, the fast evaluation) and what they
 # read; KTO, RSFT, MOPD and the other evaluations reuse those trainers and samplers, and rerunning them
-# too would add 9 of the 22 steps to CI's longest test.
+# too would add 13 of the 26 steps to CI's longest test.
 RERUN = {"40_grpo", "31_dpo", "50_opd", "60_eval_sft"}
 
 
