@@ -167,3 +167,16 @@ class LaunchFields:
                     f"key 'device': {self.device} would put every process of the job on one GPU; "
                     "with a launcher use auto or cuda (each process takes its own)"
                 )
+
+
+def check_comparison(cfg: Any) -> None:
+    """The value checks every comparison notebook shares (81-84, 90_report): one label per run when
+    both are given, enough bootstrap resamples for stable CI endpoints, a plain report file name,
+    and a target effect that is a score fraction in (0, 1)."""
+    if cfg.labels and cfg.runs and len(cfg.labels) != len(cfg.runs):
+        raise ConfigError(f"key 'labels': {len(cfg.labels)} labels for {len(cfg.runs)} runs")
+    cfg.at_least("bootstrap_resamples", 100)
+    if not cfg.report_name or "/" in cfg.report_name:
+        raise ConfigError(f"key 'report_name': a file name without '/', got {cfg.report_name!r}")
+    cfg.above("target_effect", 0.0)
+    cfg.within("target_effect", 0.0, 1.0)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import check_comparison
 
 # The paper's numbers (Reasoning-branch average, points out of 100) and the band it credits.
 CLAIM = {"band": "medium", "before": 73.88, "after": 75.17}
@@ -39,15 +40,9 @@ class AblationGRPODifficultyConfig(StageConfig):
     )
 
     def check(self) -> None:
-        if self.labels and self.runs and len(self.labels) != len(self.runs):
-            raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
         if "base" in self.labels:
             raise ConfigError("key 'labels': 'base' names the starting model's row; choose another label")
-        self.at_least("bootstrap_resamples", 100)
-        if not self.report_name or "/" in self.report_name:
-            raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
-        self.above("target_effect", 0.0)
-        self.within("target_effect", 0.0, 1.0)
+        check_comparison(self)
 
     @classmethod
     def html_report_path(cls, params: Mapping[str, Any]) -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import check_comparison
 
 ARM_STAGES = {"40_grpo": "grpo", "50_opd": "opd", "51_mopd": "opd"}  # 51_mopd only without routing
 # The paper's numbers, in points (scores here are fractions: 3.26 points = 0.0326).
@@ -55,15 +56,9 @@ class GRPOvsOPDConfig(StageConfig):
     def check(self) -> None:
         if len(self.runs) not in (0, 2):
             raise ConfigError(f"key 'runs': a GRPO and an OPD evaluation run (2), got {len(self.runs)}")
-        if self.labels and len(self.labels) != len(self.runs):
-            raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
         if "base" in self.labels:
             raise ConfigError("key 'labels': 'base' names the starting checkpoint's row; choose another label")
-        self.at_least("bootstrap_resamples", 100)
-        if not self.report_name or "/" in self.report_name:
-            raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
-        self.above("target_effect", 0.0)
-        self.within("target_effect", 0.0, 1.0)
+        check_comparison(self)
 
     @classmethod
     def html_report_path(cls, params: Mapping[str, Any]) -> Path:

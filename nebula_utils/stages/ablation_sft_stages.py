@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import check_comparison
 
 STAGE_LABELS = ("before_sft", "sft_base", "sft_complex", "sft_patch")
 # the task vocabulary (data.schema.TASKS) -> the suite's capability columns (report.compare "cap/<x>")
@@ -39,13 +40,7 @@ class SFTStagesConfig(StageConfig):
     def check(self) -> None:
         if len(self.runs) == 1:
             raise ConfigError("key 'runs': at least two evaluation runs (a stage and the one before it) are needed")
-        if self.labels and len(self.labels) != len(self.runs):
-            raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
-        self.at_least("bootstrap_resamples", 100)
-        if not self.report_name or "/" in self.report_name:
-            raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
-        self.above("target_effect", 0.0)
-        self.within("target_effect", 0.0, 1.0)
+        check_comparison(self)
 
     @classmethod
     def html_report_path(cls, params: Mapping[str, Any]) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ._shared import check_comparison
 
 
 @dataclass
@@ -32,15 +33,9 @@ class ReportStageConfig(StageConfig):
     )
 
     def check(self) -> None:
-        if self.labels and self.runs and len(self.labels) != len(self.runs):
-            raise ConfigError(f"key 'labels': {len(self.labels)} labels for {len(self.runs)} runs")
         if self.tradeoff_axes and len(self.tradeoff_axes) != 2:
             raise ConfigError(f"key 'tradeoff_axes': name two capabilities or none, got {self.tradeoff_axes}")
-        self.at_least("bootstrap_resamples", 100)
-        if not self.report_name or "/" in self.report_name:
-            raise ConfigError(f"key 'report_name': a file name without '/', got {self.report_name!r}")
-        self.above("target_effect", 0.0)
-        self.within("target_effect", 0.0, 1.0)
+        check_comparison(self)
 
     @classmethod
     def html_report_path(cls, params: Mapping[str, Any]) -> Path:
