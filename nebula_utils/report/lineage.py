@@ -158,6 +158,15 @@ def iter_nodes(tree: Mapping[str, Any], depth: int = 0):
         yield from iter_nodes(child, depth + 1)
 
 
+def nearest_run(tree: Mapping[str, Any], stages: Sequence[str]) -> Path | None:
+    """The nearest run of one of `stages` in a lineage (e.g. the 40_grpo run that trained an
+    evaluated model); None when the lineage has none."""
+    for _, node in iter_nodes(tree):
+        if node["kind"] == "run" and node.get("stage") in stages:
+            return Path(node["path"])
+    return None
+
+
 def data_version_label(tree: Mapping[str, Any]) -> str:
     """'<producing run>/<version folder>@<content hash 8>' of the nearest data version, or '—'."""
     for _, node in iter_nodes(tree):

@@ -180,3 +180,21 @@ def check_comparison(cfg: Any) -> None:
         raise ConfigError(f"key 'report_name': a file name without '/', got {cfg.report_name!r}")
     cfg.above("target_effect", 0.0)
     cfg.within("target_effect", 0.0, 1.0)
+
+
+def variants_and_base(cfg: Any, find: Any, what: str) -> tuple[list[Any], list[Any]]:
+    """(variant rows, every row) of an ablation notebook with a `base_run`: the variants' eval runs,
+    the starting model's first as 'base' when known. With empty `runs` (the notebook opened as is),
+    `find(results root)` -> (runs, labels, base_run) or None; ([], []) when it finds nothing."""
+    from ..paths import results_root
+    from ..report import compare as rp
+
+    runs, labels, base_run = cfg.runs, cfg.labels, cfg.base_run
+    if not runs:
+        found = find(results_root())
+        if found is None:
+            return [], []
+        runs, labels, base_run = found
+        print(f"runs: {what} under {results_root()}")
+    variants = rp.load_runs(runs, labels)
+    return variants, ([rp.load_run(base_run, "base")] if base_run else []) + variants

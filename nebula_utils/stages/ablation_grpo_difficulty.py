@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ..report.lineage import nearest_run
 from ._shared import check_comparison
 
 # The paper's numbers (Reasoning-branch average, points out of 100) and the band it credits.
@@ -95,29 +96,9 @@ def load_variants(cfg: AblationGRPODifficultyConfig) -> tuple[list[Any], list[An
     """(band rows, every row): the variants' eval runs, with the starting model's first as 'base'.
     With empty `runs` (a notebook opened as is), the newest finished grpo_difficulty ablation under
     the results root; ([], []) when there is none."""
-    from ..paths import results_root
-    from ..report import compare as rp
+    from ._shared import variants_and_base
 
-    runs, labels, base_run = cfg.runs, cfg.labels, cfg.base_run
-    if not runs:
-        found = find_ablation_runs(results_root())
-        if found is None:
-            return [], []
-        runs, labels, base_run = found
-        print(f"runs: the newest finished grpo_difficulty ablation under {results_root()}")
-    bands = rp.load_runs(runs, labels)
-    rows = ([rp.load_run(base_run, "base")] if base_run else []) + bands
-    return bands, rows
-
-
-def grpo_run(tree: Mapping[str, Any]) -> Path | None:
-    """The nearest 40_grpo run in an eval run's lineage (the run that trained its model)."""
-    from ..report.lineage import iter_nodes
-
-    for _, node in iter_nodes(tree):
-        if node["kind"] == "run" and node.get("stage") == "40_grpo":
-            return Path(node["path"])
-    return None
+    return variants_and_base(cfg, find_ablation_runs, "the newest finished grpo_difficulty ablation")
 
 
 def grid_table(bands: Sequence[Any], trees: Sequence[Mapping[str, Any]]):
@@ -130,7 +111,7 @@ def grid_table(bands: Sequence[Any], trees: Sequence[Mapping[str, Any]]):
 
     rows = []
     for run, tree in zip(bands, trees):
-        train = grpo_run(tree)
+        train = nearest_run(tree, ("40_grpo",))
         if train is None:
             rows.append({"band": run.label, "training run": "— (no 40_grpo run in the lineage)"})
             continue
@@ -163,7 +144,7 @@ def plot_training(bands: Sequence[Any], trees: Sequence[Mapping[str, Any]]):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for run, tree in zip(bands, trees):
-        train = grpo_run(tree)
+        train = nearest_run(tree, ("40_grpo",))
         if train is None or not (train / "train_log.json").is_file():
             continue
         log = [h for h in read_json(train / "train_log.json") if "loss" in h]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ..report.lineage import nearest_run
 from ._shared import check_comparison
 
 ARM_STAGES = {"40_grpo": "grpo", "50_opd": "opd", "51_mopd": "opd"}  # 51_mopd only without routing
@@ -104,32 +105,12 @@ def load_arms(cfg: GRPOvsOPDConfig) -> tuple[list[Any], list[Any]]:
     """(arm rows, every row): the arms' eval runs, with the starting checkpoint's first as 'base'
     when known. With empty `runs` (the notebook opened as is), the newest pair under the results
     root; ([], []) when there is none."""
-    from ..paths import results_root
-    from ..report import compare as rp
+    from ._shared import variants_and_base
 
-    runs, labels, base_run = cfg.runs, cfg.labels, cfg.base_run
-    if not runs:
-        found = find_arms(results_root())
-        if found is None:
-            return [], []
-        runs, labels, base_run = found
-        print(f"runs: the newest GRPO and OPD evaluations from one start under {results_root()}")
-    arms = rp.load_runs(runs, labels)
-    rows = ([rp.load_run(base_run, "base")] if base_run else []) + arms
-    return arms, rows
+    return variants_and_base(cfg, find_arms, "the newest GRPO and OPD evaluations from one start")
 
 
 # --------------------------------------------------------------------------- budgets
-
-
-def training_run(tree: Mapping[str, Any]) -> Path | None:
-    """The nearest GRPO / OPD training run in an eval run's lineage (the run that made its model)."""
-    from ..report.lineage import iter_nodes
-
-    for _, node in iter_nodes(tree):
-        if node["kind"] == "run" and node.get("stage") in ARM_STAGES:
-            return Path(node["path"])
-    return None
 
 
 def _budget_row(label: str, path: Path) -> dict[str, Any]:
@@ -169,7 +150,7 @@ def budget_table(labels: Sequence[str], trees: Sequence[Mapping[str, Any]]) -> A
 
     rows = []
     for label, tree in zip(labels, trees):
-        path = training_run(tree)
+        path = nearest_run(tree, ARM_STAGES)
         rows.append(_budget_row(label, path) if path else {"run": label, "training run": "(none in lineage)"})
     return pd.DataFrame(rows)
 
@@ -205,7 +186,7 @@ def plot_training(arms: Sequence[Any], trees: Sequence[Mapping[str, Any]]):
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     for run, tree in zip(arms, trees):
-        train = training_run(tree)
+        train = nearest_run(tree, ARM_STAGES)
         if train is None or not (train / "train_log.json").is_file():
             continue
         grpo = read_json(train / "run.json")["stage"] == "40_grpo"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, StageConfig, doc
+from ..report.lineage import nearest_run
 from ._shared import check_comparison
 
 TRAINING_STAGES = ("50_opd", "51_mopd")
@@ -75,17 +76,6 @@ def variant_runs(cfg: OPDvsMOPDConfig) -> tuple[list[str], list[str]]:
     return [str(newest["opd"].eval_dir), str(newest["mopd"].eval_dir)], ["opd", "mopd"]
 
 
-def training_run(tree: Mapping[str, Any]) -> Path | None:
-    """The nearest OPD/MOPD training run in an eval run's lineage."""
-    from ..io import read_json
-    from ..report.lineage import training_runs
-
-    for path in training_runs(tree):
-        if read_json(path / "run.json").get("stage") in TRAINING_STAGES:
-            return path
-    return None
-
-
 def budget_table(labels: Sequence[str], trees: Sequence[Mapping[str, Any]]) -> Any:
     """One row per variant: its training run, samples and steps, the routing and each teacher's rows."""
     import pandas as pd
@@ -95,7 +85,7 @@ def budget_table(labels: Sequence[str], trees: Sequence[Mapping[str, Any]]) -> A
 
     rows = []
     for label, tree in zip(labels, trees):
-        path = training_run(tree)
+        path = nearest_run(tree, TRAINING_STAGES)
         if path is None:
             rows.append({"run": label, "training run": "(none in lineage)"})
             continue
