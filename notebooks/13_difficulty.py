@@ -68,7 +68,7 @@ print(run.run_id, run.run_dir)
 # %%
 selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, schemas=("rl",))
 rows = list(selected)
-policy = make_generator(cfg.policy, cfg.backend, cfg.device, cfg.batch_size)
+policy = make_generator(cfg.policy, cfg.backend, cfg.device, cfg.batch_size, label="grade")
 graded = grade(
     policy,
     rows,

@@ -93,7 +93,7 @@ run.run_id
 
 # %%
 records, manifests, select_step = stage.load_records(cfg)
-policy = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size)
+policy = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size, label="rsft: sample")
 sampling = cfg.sampling(cfg.k, logprobs=True)
 groups, kept, samples, timing = rsft.timed_rejection_sample(
     policy, records, sampling, cfg.min_score, cfg.verifier_workers, cfg.allow_truncated

@@ -77,3 +77,17 @@ def test_sft_data_without_rows_is_a_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match="has no rows"):
         load_sft_dataset(str(tmp_path / "empty"))
+
+
+def test_item_progress_is_throttled_and_always_writes_the_last_item(tmp_path, monkeypatch):
+    from nebula_utils.runs import PROGRESS_ENV, ItemProgress
+
+    log = tmp_path / "p.log"
+    monkeypatch.setenv(PROGRESS_ENV, str(log))
+    progress = ItemProgress("eval rg_chain_sum", every_s=3600)
+    for done in range(1, 11):
+        progress(done, 10, tokens=5)
+    (line,) = log.read_text().splitlines()  # nine throttled, the tenth (the last) written
+    assert line.startswith("eval rg_chain_sum 10/10 · ") and " tok/s · ETA 0m00s" in line
+    ItemProgress("x", every_s=0)(1, 4, tokens=0)
+    assert log.read_text().splitlines()[-1].startswith("x 1/4 · ETA ")  # no tokens counted: no rate

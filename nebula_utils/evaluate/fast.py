@@ -105,5 +105,6 @@ def run_benchmark(
     items = load_items(b, data_root, limit)
     if not items:
         raise MissingData(f"{b.name}: the source produced no items")
+    generator.progress_label = f"eval {b.name}"  # the line `nebula run` echoes while it decodes
     rows = score_items(items, generate(generator, items, max_gen_toks, seed))
     return rows, METRICS[items[0]["verifier"]]

@@ -123,6 +123,7 @@ def _versions(*packages: str) -> dict[str, str]:
 
 
 class _Base:
+    progress_label = "generate"  # names the progress lines (transformers backend; vLLM has its own bar)
     backend = "base"
     model_spec = ""
     batch_size = 0
@@ -213,7 +214,10 @@ class TransformersGenerator(_Base):
         self.stats = GenerationStats()
         self.tuning: dict[str, Any] | None = None
         self.fallback_reason = ""
-        self.on_progress: Any = None  # optional callable(done, total, seconds) for long runs
+        # Called as (done, total, tokens of the finished completion) while the engine decodes; the
+        # default writes throttled `generate 120/480 · 96 tok/s · ETA 3m10s` lines that `nebula run`
+        # echoes (a 15-minute distillation step printed nothing before). None = silent.
+        self.on_progress: Any = "default"
         self._resolved = False
         eos = model.generation_config.eos_token_id
         self.eos_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
@@ -355,10 +359,11 @@ class TransformersGenerator(_Base):
         return [g * params.n if params.greedy else g for g in groups]
 
     def _progress_hook(self):
-        if self.on_progress is None:
-            return None
-        start = time.perf_counter()
-        return lambda done, total, _tokens: self.on_progress(done, total, time.perf_counter() - start)
+        if self.on_progress == "default":
+            from ..runs import ItemProgress
+
+            return ItemProgress(self.progress_label)
+        return self.on_progress
 
     def complete_raw(self, texts: Sequence[str], params: SamplingParams) -> list[list[Completion]]:
         self._resolve()
@@ -475,16 +480,21 @@ def make_generator(
     batch_size: int = 0,
     scheduler: str = "continuous",
     dtype: str = "auto",
+    label: str = "generate",
 ):
     """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers.
 
     transformers only: batch_size 0 = measured (see TransformersGenerator); scheduler continuous |
-    static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16.
+    static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16. `label`
+    names the progress lines (`distill 120/480 · 96 tok/s · ETA 3m10s`).
     """
     if backend == "auto":
         backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
-        return VLLMGenerator.from_spec(spec)
-    if backend == "transformers":
-        return TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
-    raise ValueError(f"unknown generation backend '{backend}' (auto | vllm | transformers)")
+        generator: Any = VLLMGenerator.from_spec(spec)
+    elif backend == "transformers":
+        generator = TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
+    else:
+        raise ValueError(f"unknown generation backend '{backend}' (auto | vllm | transformers)")
+    generator.progress_label = label
+    return generator

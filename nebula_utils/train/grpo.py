@@ -246,7 +246,7 @@ def trainer_class() -> type:
 def grpo_progress():
     """ProgressCallback whose line shows what moves in RL (the GRPO loss sits near 0 by design):
     `grpo step 3/20 · reward 0.312 · pass 0.25 · zero-var 0.50 · 41 tok/s · ETA 4m10s`."""
-    from ..runs import report_progress
+    from ..runs import format_eta, report_progress
     from .progress import ProgressCallback
 
     class GRPOProgress(ProgressCallback):
@@ -258,7 +258,7 @@ def grpo_progress():
             report_progress(
                 f"grpo step {state.global_step}/{state.max_steps} · reward {logs['reward']:.3f}"
                 f" · pass {logs.get('pass_rate', 0):.2f} · zero-var {logs.get('zero_variance/frac_groups', 0):.2f}"
-                f" · {logs.get('tokens_per_s', 0):.0f} tok/s · ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+                f" · {logs.get('tokens_per_s', 0):.0f} tok/s · {format_eta(eta)}"
             )
 
     return GRPOProgress("grpo")
@@ -388,6 +388,7 @@ def sample_and_score(model, tokenizer, ds, cfg: Any, label: str) -> list[dict[st
     # As many sequences per generate call as one training step samples (prompts x samples each).
     per_call = max(1, cfg.prompts_per_step * cfg.num_generations // cfg.heldout_samples)
     generator = TransformersGenerator(model, tokenizer, batch_size=per_call)
+    generator.progress_label = "grpo: held-out"
     params = SamplingParams(
         n=cfg.heldout_samples,
         max_new_tokens=cfg.max_completion_length,

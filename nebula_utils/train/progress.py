@@ -6,7 +6,7 @@ import time
 
 from transformers import TrainerCallback
 
-from ..runs import report_progress
+from ..runs import format_eta, report_progress
 
 
 class ProgressCallback(TrainerCallback):
@@ -29,5 +29,5 @@ class ProgressCallback(TrainerCallback):
         eta = elapsed / max(1, state.global_step) * (state.max_steps - state.global_step)
         report_progress(
             f"{self.label} step {state.global_step}/{state.max_steps} · loss {logs['loss']:.4f}{rate}"
-            f" · ETA {int(eta // 60)}m{int(eta % 60):02d}s"
+            f" · {format_eta(eta)}"
         )

@@ -77,3 +77,21 @@ def test_vllm_backend_has_the_transformers_output_schema(tiny_model_path):
     assert vgen.chat_texts(prompts) == tgen.chat_texts(prompts)  # identical inputs on both backends
     (greedy,) = vgen.generate_full(["hi"], SamplingParams(n=2, max_new_tokens=4))
     assert greedy[0].text == greedy[1].text
+
+
+def test_long_generation_reports_items_done_tokens_per_s_and_eta(tiny_model_path, tmp_path, monkeypatch):
+    """Under `nebula run` a generation step streams `<label> done/total · tok/s · ETA` lines (throttled,
+    the last one always written); outside a run (no progress file) it writes nothing."""
+    from nebula_utils.runs import PROGRESS_ENV
+
+    log = tmp_path / "progress.log"
+    monkeypatch.setenv(PROGRESS_ENV, str(log))
+    gen = make_generator("tiny-random", backend="transformers", device="cpu", batch_size=2, label="grade")
+    gen.generate_full(["a", "b", "c"], SamplingParams(n=2, max_new_tokens=4, temperature=1.0, seed=3))
+    lines = log.read_text().splitlines()
+    assert lines and lines[-1].startswith("grade 6/6 · ") and "tok/s" in lines[-1] and "ETA 0m00s" in lines[-1]
+    monkeypatch.delenv(PROGRESS_ENV)
+    gen.generate_full(["d"], SamplingParams(n=1, max_new_tokens=4))
+    assert log.read_text().splitlines() == lines
+    gen.on_progress = None  # silent on request
+    gen.generate_full(["e"], SamplingParams(n=1, max_new_tokens=4))
