@@ -143,18 +143,41 @@ def render_reports(step: Step, echo: Callable[[str], None] = print, missing_only
     return out
 
 
-def _run_one(step: Step, head: str, force: bool, echo: Callable[[str], None], t0: float) -> str:
+def step_timing(step: Step, wall_s: float) -> dict[str, float]:
+    """A step's wall time split into the stage's own work (run.json `duration_s`: start_run to
+    run.finish, measured inside the notebook) and the rest: kernel start-up, the imports before
+    start_run, papermill's cell bookkeeping and the HTML render of a report."""
+    work = float(read_json(step.run_dir / "run.json").get("duration_s", 0.0))
+    return {"wall_s": round(wall_s, 2), "work_s": round(work, 2), "overhead_s": round(max(0.0, wall_s - work), 2)}
+
+
+def write_timings(out: Path, timings: dict[str, dict[str, float]], echo: Callable[[str], None]) -> None:
+    """`out` (<results>/<folder>/timings/<pipeline or ablation file>.json): the steps this call ran,
+    with the share of wall time that was not the stages' own work (notebook/kernel overhead),
+    also printed as one line."""
+    if not timings:
+        return
+    wall = sum(t["wall_s"] for t in timings.values())
+    overhead = sum(t["overhead_s"] for t in timings.values())
+    summary = {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": overhead / wall}
+    atomic_write_json(out, {"steps": timings, "total": summary})
+    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} ({overhead / wall:.1%}); per step in {out}")
+
+
+def _run_one(step: Step, head: str, force: bool, echo: Callable[[str], None], t0: float) -> dict[str, float] | None:
+    """Run one step unless complete; its `step_timing`, or None when it was skipped."""
     # One `nebula run` at a time per run folder: a second one waits here, then finds it complete.
     with run_lock(step.run_dir, on_wait=lambda: echo(f"{head}  waiting: another nebula run is computing it")):
         if not force and is_complete(step.run_dir, step.run_id):
             echo(f"{head}  skipped (complete results in {step.run_dir})")
             render_reports(step, echo, missing_only=True)
-            return "skipped"
+            return None
         echo(f"{head}  running...")
+        started = time.perf_counter()
         took = execute_step(step, echo=lambda line: echo(f"    {line}"))
     echo(f"{head}  done in {_fmt(took)} (elapsed {_fmt(time.perf_counter() - t0)})")
     render_reports(step, echo)
-    return "ran"
+    return step_timing(step, time.perf_counter() - started)
 
 
 def _check_inputs(all_steps: list[Step], selected: list[Step]) -> None:
@@ -189,9 +212,15 @@ def run_pipeline(
         },
     )
     status: dict[str, str] = {}
+    timings: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for i, step in enumerate(selected, start=1):
-        status[step.name] = _run_one(step, f"[{i}/{len(selected)}] {step.name:<24} {step.run_id}", force, echo, t0)
+        timing = _run_one(step, f"[{i}/{len(selected)}] {step.name:<24} {step.run_id}", force, echo, t0)
+        status[step.name] = "skipped" if timing is None else "ran"
+        if timing is not None:
+            timings[step.name] = timing
+    out = pipeline.steps[0].run_dir.parent / "timings" / f"{Path(str(pipeline.source)).stem}.json"
+    write_timings(out, timings, echo)
     echo(
         f"pipeline {pipeline.name}: {sum(v == 'ran' for v in status.values())} ran, "
         f"{sum(v == 'skipped' for v in status.values())} skipped, {_fmt(time.perf_counter() - t0)}"
@@ -220,10 +249,15 @@ def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = pr
     )
     plan = ablation.plan()
     status: dict[str, str] = {}
+    timings: dict[str, dict[str, float]] = {}
     t0 = time.perf_counter()
     for i, (label, step) in enumerate(plan, start=1):
         head = f"[{i}/{len(plan)}] {label[:28]:<28} {step.name:<16} {step.run_id}"
-        status[step.run_id] = _run_one(step, head, force, echo, t0)
+        timing = _run_one(step, head, force, echo, t0)
+        status[step.run_id] = "skipped" if timing is None else "ran"
+        if timing is not None:
+            timings[step.run_id] = timing
+    write_timings(ablation.root / "timings" / f"{ablation.name}.json", timings, echo)
     shared = sum(len(v.pipeline.steps) for v in ablation.variants) + bool(ablation.report) - len(plan)
     echo(
         f"ablation {ablation.name}: {len(ablation.variants)} variants, {len(plan)} distinct runs "

@@ -180,11 +180,20 @@ def test_a_second_concurrent_run_waits_for_the_step_then_skips_it(tmp_path, data
     assert out_first.count("20_sft") >= 1 and "running..." in out_first
 
 
-def test_training_progress_is_streamed_to_the_terminal(tmp_path, data, tiny_model_path):
+def test_training_progress_is_streamed_and_step_overhead_is_recorded(tmp_path, data, tiny_model_path):
     log: list[str] = []
     run_pipeline(load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"), echo=log.append)
     steps = [line for line in log if "sft step" in line]
     assert steps and "loss" in steps[-1] and "ETA" in steps[-1], log
+    # Each step's wall time = the stage's own work (run.json) + kernel/notebook overhead.
+    timings = json.loads((tmp_path / "r" / "rt" / "timings" / "p.json").read_text())
+    assert set(timings["steps"]) == {"00_environment", "20_sft"}
+    for t in timings["steps"].values():
+        assert 0 < t["work_s"] < t["wall_s"] and t["overhead_s"] == pytest.approx(t["wall_s"] - t["work_s"], abs=0.02)
+    assert 0 < timings["total"]["overhead_frac"] < 1 and "notebook/kernel overhead:" in log[-2]
+    log.clear()
+    run_pipeline(load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"), echo=log.append)  # all skipped
+    assert not any("overhead" in line for line in log) and (tmp_path / "r" / "rt" / "timings" / "p.json").is_file()
 
 
 @pytest.mark.parametrize(
