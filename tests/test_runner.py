@@ -184,7 +184,7 @@ def test_training_progress_is_streamed_and_step_overhead_is_recorded(tmp_path, d
     log: list[str] = []
     run_pipeline(load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"), echo=log.append)
     steps = [line for line in log if "sft step" in line]
-    assert steps and "loss" in steps[-1] and "ETA" in steps[-1], log
+    assert steps and "loss" in steps[-1] and "tok/s" in steps[-1] and "ETA" in steps[-1], log
     # Each step's wall time = the stage's own work (run.json) + kernel/notebook overhead.
     timings = json.loads((tmp_path / "r" / "rt" / "timings" / "p.json").read_text())
     assert set(timings["steps"]) == {"00_environment", "20_sft"}

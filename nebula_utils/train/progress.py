@@ -24,7 +24,9 @@ class ProgressCallback(TrainerCallback):
         if not logs or "loss" not in logs or not state.max_steps or not state.is_world_process_zero:
             return
         elapsed = time.perf_counter() - self.start
-        tokens = state.num_input_tokens_seen or 0
+        # transformers counts input tokens only with include_num_input_tokens_seen; TRL's SFTTrainer
+        # logs its own running total (`num_tokens`, non-padding tokens), so use whichever exists.
+        tokens = state.num_input_tokens_seen or logs.get("num_tokens") or 0
         rate = f" · {tokens / elapsed:.0f} tok/s" if tokens and elapsed else ""
         eta = elapsed / max(1, state.global_step) * (state.max_steps - state.global_step)
         report_progress(
