@@ -53,6 +53,7 @@ def small_mix(out: Path) -> Path:
         sft_math_tasks=["chain_sum"],
         sft_math_per_task=3,
         sft_code_n=2,
+        sft_ifeval_n=0,  # every row answered: the tests reading this mix train on it or count its answers
         rl_math_tasks=["chain_sum"],
         rl_math_per_task=3,
         rl_ifeval_n=2,
