@@ -53,9 +53,9 @@ HUMANEVAL_EVAL_FRACTION = 0.5
 RL_SEED_OFFSET = 1_000
 # Seed offset of the IFEval-style constraint prompts of the SFT mix: with seed 0 they are drawn
 # with seed 2000, apart from the RL ones (1000) and the verifiable suite's benchmark (7001). A
-# different seed does not keep the texts apart: 70 base tasks x ~24 instructions repeat, and 12-14
-# of 64 such prompts (2 verbatim) match an ifeval_constraints benchmark item of the quarantine
-# registry (measured for seeds 1000, 2000, 3000); 15_decontam removes those from the corpus.
+# different seed does not keep the texts apart: 70 base tasks x 24 instructions repeat, and 12-14
+# of 64 such prompts match an ifeval_constraints item of the quarantine registry (seeds 1000, 2000,
+# 3000; at 2000: 14, 5 verbatim); 15_decontam quarantines those from the corpus.
 SFT_IFEVAL_SEED_OFFSET = 2_000
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function in one "
