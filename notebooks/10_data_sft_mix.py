@@ -24,10 +24,14 @@
 # - `<run_dir>/sft`: chat samples with a reference answer — reasoning-gym math items with a
 #   worked solution ending in `The final answer is $\boxed{…}$`, and HumanEval problems with
 #   their canonical solutions. Only the HumanEval `train` half is used; the `eval` half (a fixed
-#   SHA-256 split of the task ids) stays out of training for the evaluation stage.
+#   SHA-256 split of the task ids) stays out of training for the evaluation stage. Plus
+#   IFEval-style constraint prompts composed from lm-eval's instruction registry as
+#   **prompt-only** rows (the chat ends with the user turn): no dataset answer exists, so the
+#   teacher writes one in 11_distill and 12_filter keeps it only when the ifeval verifier passes
+#   it. SFT training leaves prompt-only rows out.
 # - `<run_dir>/rl`: prompts with a verifier and its reference — reasoning-gym math, IFEval-style
-#   constraint prompts composed from lm-eval's instruction registry (there is no teacher here to
-#   write their answers, so they only feed RL), and HumanEval `train` problems not used for SFT.
+#   constraint prompts (another seed than the SFT ones), and HumanEval `train` problems not used
+#   for SFT.
 #
 # Each version folder holds the rows (`datasets.save_to_disk`), a `version.json` with the
 # content hash, and four manifests: source, processing (counts in/out and drop reasons per
@@ -45,6 +49,8 @@ run_id: str = ""
 sft_math_tasks: list[str] = ["chain_sum", "leg_counting", "fraction_simplification", "simple_geometry", "lcm"]
 sft_math_per_task: int = 40
 sft_code_n: int = 40
+sft_ifeval_n: int = 64
+sft_ifeval_max_instructions: int = 2
 rl_math_tasks: list[str] = ["chain_sum", "simple_equations", "leg_counting"]
 rl_math_per_task: int = 32
 rl_ifeval_n: int = 64
@@ -140,9 +146,11 @@ stage.isolation_table({"sft": sft_manifests, "rl": rl_manifests})
 # %%
 sft_rows = load_version(sft_info.path).to_pandas().drop_duplicates("task")
 for _, row in sft_rows.iterrows():
-    print(
-        f"--- {row['task']} ({row['source']})\n{row['messages'][0]['content'][:300]}\n>>> {row['messages'][-1]['content'][:300]}\n"
+    last = row["messages"][-1]
+    answer = (
+        last["content"][:300] if last["role"] == "assistant" else "(prompt-only: the teacher answers in 11_distill)"
     )
+    print(f"--- {row['task']} ({row['source']})\n{row['messages'][0]['content'][:300]}\n>>> {answer}\n")
 
 # %%
 rl_rows = load_version(rl_info.path).to_pandas().drop_duplicates("source")

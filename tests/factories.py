@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -53,6 +54,7 @@ def small_mix(out: Path) -> Path:
         sft_math_tasks=["chain_sum"],
         sft_math_per_task=3,
         sft_code_n=2,
+        sft_ifeval_n=0,  # every row answered: the tests reading this mix train on it or count its answers
         rl_math_tasks=["chain_sum"],
         rl_math_per_task=3,
         rl_ifeval_n=2,
@@ -238,3 +240,58 @@ def word_limit_rl_version(out: Path, n_math: int = 2) -> Path:
     )
     parts = {"math": reasoning_gym_rl("chain_sum", n_math, 0), "limits": limits}
     return write_mixed_version(parts, "rl", out, 0, name="word_limit_rl").path
+
+
+# Teacher answers for 10_data_sft_mix's IFEval-style prompts (seed 0 -> 2000): written to pass or
+# fail the constraints `if_filter_run` picks (no commas; lowercase + no commas).
+IF_NO_COMMA = (
+    "Start with the heaviest books on the bottom shelf. Put the books you read most often at eye level "
+    "and keep a small gap at the end of each shelf so that new books still fit."
+)
+IF_COMMAS = "First, take every book off the shelf. Next, sort them by size, topic or colour. Finally, put them back."
+IF_LOWER_NO_COMMA = (
+    "bees collect nectar from flowers and carry it back to the hive. there they pass it from bee to bee "
+    "and fan it with their wings until most of the water is gone and the honey is thick."
+)
+
+
+def if_filter_run(out: Path) -> tuple[Path, dict[str, str]]:
+    """10_data_sft_mix's default IF prompts -> hand-written teacher candidates (k=2) -> 12_filter's
+    stage functions with its defaults. Three groups: a single no-comma prompt answered once right
+    and once wrong ("pass"), a second one answered wrong twice ("fail"), and a lowercase + no-comma
+    prompt answered right once ("two"). Returns the 12_filter run folder and {key: group id}."""
+    from nebula_utils.data.crossverify import cross_verify
+    from nebula_utils.data.distillation import build_groups, group_dataset, prompt_records
+    from nebula_utils.data.manifests import processing_step
+    from nebula_utils.data.mixing import write_mixed_version
+    from nebula_utils.data.versions import derive_version, load_version
+    from nebula_utils.inference.generation import Completion, SamplingParams
+    from nebula_utils.stages import filter as F
+    from nebula_utils.stages.data_sft_mix import sft_parts
+    from tests.conftest import build_stage_config
+
+    mix = build_stage_config("10_data_sft_mix", sft_math_tasks=[], sft_code_n=0)
+    sft = write_mixed_version(sft_parts(mix, out / "quarantine"), "sft", out / "sft", 0, name="if").path
+    records = prompt_records(load_version(sft), "sft")
+    by_ids: dict[tuple, list[dict]] = {}
+    for rec in records:
+        by_ids.setdefault(tuple(json.loads(rec["reference"])["instruction_id_list"]), []).append(rec)
+    single, two = by_ids[("punctuation:no_comma",)], by_ids[("change_case:english_lowercase", "punctuation:no_comma")]
+    picked = {"pass": single[0], "fail": single[1], "two": two[0]}
+    answers = {"pass": [IF_NO_COMMA, IF_COMMAS], "fail": [IF_COMMAS, IF_COMMAS], "two": [IF_LOWER_NO_COMMA, IF_COMMAS]}
+    completions = [[Completion(a, "stop", len(a.split()), -1.0) for a in answers[k]] for k in picked]
+    rows = build_groups(list(picked.values()), completions, SamplingParams(n=2), "teacher", include_original=True)
+    distill = derive_version(
+        sft,
+        group_dataset(rows),
+        out / "distill",
+        processing_step(
+            "select+distill", count_in=len(records), count_out=len(rows), drop_reasons={"not_picked": len(records) - 3}
+        ),
+        schema="preference",
+    )
+    cfg = build_stage_config("12_filter", data=str(distill.path), verifier_workers=1)
+    groups = F.load_groups(cfg)
+    (out / "filter").mkdir()
+    F.write_outputs(cfg, groups, cross_verify(groups, cfg.rules()), out / "filter")
+    return out / "filter", {k: r["id"] for k, r in picked.items()}

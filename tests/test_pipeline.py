@@ -3,6 +3,7 @@ ablation whose report step is an ablation notebook rather than 90_report."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from nebula_utils.ablation import load_ablation
@@ -105,7 +106,9 @@ def test_every_sft_checkpoint_descends_from_distillation_and_cross_verification(
     -> 16, and 17_patch for the third stage), and the third stage trains on 17_patch's mix."""
     from nebula_utils.paths import PARAMS_DIR
 
-    files = [PARAMS_DIR / "pipelines" / "smoke.yaml"] + sorted((PARAMS_DIR / "pipelines").glob("demo*.yaml"))
+    files = [PARAMS_DIR / "pipelines" / n for n in ("smoke.yaml", "tulu3_demo.yaml")] + sorted(
+        (PARAMS_DIR / "pipelines").glob("demo*.yaml")
+    )
     checked = 0
     for path in files:
         pipe = load_pipeline(path, tmp_path / path.stem)
@@ -127,4 +130,36 @@ def test_every_sft_checkpoint_descends_from_distillation_and_cross_verification(
             assert "20_sft_complex" in patch.upstream and patch.params["data"].endswith("/data")
             last = [s for s in pipe.steps if s.notebook == "20_sft" and "17_patch" in s.upstream]
             assert last and last[0].params["data"] == str(patch.run_dir / "patch")
-    assert checked >= 3 + 3 + 4  # smoke 3 SFT stages, demo 3, demo_mopd/opd add general, math, code
+    assert checked >= 3 + 1 + 3 + 4  # smoke 3 SFT stages, tulu3_demo 1, demo 3, demo_mopd/opd add general, math, code
+
+
+DEMO_FILES = ("demo", "demo_preference", "tulu3_demo")
+
+
+@pytest.mark.parametrize("name", DEMO_FILES)
+def test_demo_pipelines_validate_with_run_plan(name, tmp_path, capsys, monkeypatch):
+    from nebula_utils.cli import main
+    from nebula_utils.paths import PARAMS_DIR
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["run", str(PARAMS_DIR / "pipelines" / f"{name}.yaml"), "--plan", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "config error" not in out and "\n60_eval_base " in out
+
+
+def test_tulu3_demo_trains_on_the_demo_curated_corpus_and_shares_its_run_ids(tmp_path):
+    """Tülu 3's one SFT stage trains on the whole decontaminated corpus; its curation steps and the
+    base evaluation are the demo's runs (same results folder, same run ids: skipped when done), and
+    every verifiable evaluation of the three demo files runs 200 items of 256 tokens."""
+    from nebula_utils.paths import PARAMS_DIR
+
+    pipes = {n: load_pipeline(PARAMS_DIR / "pipelines" / f"{n}.yaml", tmp_path) for n in DEMO_FILES}
+    demo, tulu = pipes["demo"], pipes["tulu3_demo"]
+    assert tulu.name == demo.name == "demo"
+    assert tulu.step("20_sft_tulu3").params["data"] == str(demo.step("15_decontam").run_dir / "data")
+    shared = ["10_data_sft_mix", "11_distill", "12_filter", "14_classify_sample", "15_decontam", "60_eval_base"]
+    assert [tulu.step(n).run_id for n in shared] == [demo.step(n).run_id for n in shared]
+    assert pipes["demo_preference"].step("60_eval_sft").run_id == demo.step("60_eval_sft").run_id
+    for pipe in pipes.values():
+        evals = [s for s in pipe.steps if s.notebook == "60_eval"]
+        assert evals and all((s.params["limit"], s.params["max_gen_toks"]) == (200, 256) for s in evals), pipe.source

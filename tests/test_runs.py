@@ -64,9 +64,14 @@ def test_an_empty_data_version_is_passed_over_for_the_newest_non_empty_one(tmp_p
 def test_sft_data_without_rows_is_a_clear_error(tmp_path):
     from nebula_utils.train.sft import load_sft_dataset
 
-    path = tmp_path / "empty.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
-    assert len(load_sft_dataset(str(path))) == 1
+    path = tmp_path / "rows.jsonl"
+    answered = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    path.write_text(answered + '{"messages": [{"role": "user", "content": "hi"}]}\n')
+    assert load_sft_dataset(str(path))["messages"] == [json.loads(answered)["messages"]]  # prompt-only row left out
+    prompt_only = tmp_path / "prompt_only.jsonl"
+    prompt_only.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(ValueError, match="has no rows"):
+        load_sft_dataset(str(prompt_only))
     from nebula_utils.data.manifests import processing_step
     from nebula_utils.data.schema import to_dataset
     from nebula_utils.data.versions import save_version

@@ -1,8 +1,8 @@
 """Response distillation: a teacher answers each prompt k times; the whole candidate group is kept.
 
 Input prompts come from an `sft` version (the conversation before the last assistant turn; that
-answer can be kept as one more candidate, generator "dataset") or an `rl` version (its chat
-prompt). Output rows follow the `preference` schema: every candidate with its generator, its
+answer can be kept as one more candidate, generator "dataset"; a prompt-only row, which ends with
+its user turn, has no such answer) or an `rl` version (its chat prompt). Output rows follow the `preference` schema: every candidate with its generator, its
 sampling params and its scores, chosen/rejected and the preference reason, plus three extra
 columns the schema allows:
   verifier, reference   the prompt's rule verifier and ground truth (null when it has none)
@@ -42,8 +42,9 @@ def prompt_records(ds: Dataset, schema: str) -> list[dict[str, Any]]:
     out = []
     for row in ds:
         chat = [{"role": t["role"], "content": t["content"]} for t in row["messages"]]
-        original = chat[-1]["content"] if schema == "sft" else None
-        prompt = chat[:-1] if schema == "sft" else chat
+        answered = schema == "sft" and chat[-1]["role"] == "assistant"
+        original = chat[-1]["content"] if answered else None
+        prompt = chat[:-1] if answered else chat
         out.append(
             {k: row[k] for k in ("id", "source", "license", "task", "verifier", "reference")}
             | {"prompt": prompt, "original": original, "parents": list(row["parents"] or [])}

@@ -2,7 +2,9 @@
 
 Three schemas, each an Arrow `datasets.Features` plus a row validator:
 
-- ``sft``: a chat (`messages`, ending with an assistant turn) with its metadata.
+- ``sft``: a chat (`messages`, ending with an assistant turn) with its metadata. A row with a
+  verifier reference may instead end with its user turn: a prompt-only row, whose answer a teacher
+  writes downstream (11_distill) and the verifier gates (12_filter); SFT training leaves it out.
 - ``preference``: a prompt and the WHOLE candidate group (every candidate with its generator,
   sampling params and scores), the chosen/rejected indices and the reason; a KTO row is a group
   of one candidate carrying a `label`.
@@ -234,8 +236,16 @@ def _fits(dtype: str, value: Any) -> bool:
     return isinstance(value, _SCALAR_TYPES[dtype])
 
 
+def _prompt_only(messages: Any) -> bool:
+    """True when a chat ends with a user turn (an sft row with no answer yet)."""
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return isinstance(last, Mapping) and last.get("role") == "user"
+
+
 def _sft_problems(row: Mapping[str, Any]) -> list[str]:
-    problems = message_problems(row["messages"], final_role="assistant")
+    # Prompt-only rows need the reference a verifier gates their future answer with.
+    prompt_only = _prompt_only(row["messages"]) and row["reference"] is not None
+    problems = message_problems(row["messages"], final_role="user" if prompt_only else "assistant")
     problem = _json_object_problem(row["quality"], "quality")
     if problem:
         problems.append(problem)

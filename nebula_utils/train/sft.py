@@ -32,11 +32,22 @@ def load_sft_dataset(path: str, max_samples: int = 0, seed: int = 0):
         raise FileNotFoundError(f"{path}: no SFT data (expected a data version folder or a .jsonl file)")
     if "messages" not in ds.column_names:
         raise ValueError(f"{path}: SFT data needs a 'messages' column, found {ds.column_names}")
+    ds = _answered(ds, path)
     if len(ds) == 0:
         raise ValueError(f"{path}: the SFT data has no rows (TRL would fail on it with a bare StopIteration)")
     if max_samples and len(ds) > max_samples:
         ds = ds.shuffle(seed=seed).select(range(max_samples))
     return ds.select_columns(["messages"])
+
+
+def _answered(ds: Any, path: str) -> Any:
+    """The rows whose chat ends with an assistant turn. Prompt-only rows (10_data_sft_mix's IFEval
+    constraint prompts, answered by a teacher in 11_distill) have nothing to train on: left out, counted."""
+    keep = [i for i, m in enumerate(ds["messages"]) if m and m[-1]["role"] == "assistant"]
+    if len(keep) < len(ds):
+        print(f"{path}: {len(ds) - len(keep)} of {len(ds)} rows end with a user turn (no answer): left out")
+        ds = ds.select(keep)
+    return ds
 
 
 # Attention implementations that keep packed sequences apart in a padding-free row: sdpa, eager

@@ -145,3 +145,21 @@ def test_evol_model_check_drops_what_the_model_does_not_confirm(tiny_gen):
     assert out.records == [] and all(
         r.startswith("model_check:") or r in ("not_evolved", "no_content", "empty") for r in out.step["drop_reasons"]
     )
+
+
+def test_prompt_only_sft_rows_distill_without_a_dataset_candidate():
+    """10_data_sft_mix's IF rows end with the user turn: the whole chat is the prompt, there is no
+    "dataset" answer to add, and the teacher's answers are scored by the ifeval verifier."""
+    from nebula_utils.data.distillation import prompt_records
+    from nebula_utils.data.sources import ifeval_constraint_prompts
+
+    ds = ifeval_constraint_prompts(2, seed=2000, max_instructions=1, kind="sft").dataset
+    records = prompt_records(ds, "sft")
+    assert [r["prompt"] for r in records] == [list(m) for m in ds["messages"]]
+    assert all(r["original"] is None and r["verifier"] == "ifeval" for r in records)
+    comps = [[Completion("A reply.", "stop", 3, -1.0)] * 2 for _ in records]
+    groups = build_groups(records, comps, SamplingParams(n=2), "teacher", include_original=True)
+    assert all(len(g["candidates"]) == 2 and {c["generator"] for c in g["candidates"]} == {"teacher"} for g in groups)
+    assert all(
+        any(k.startswith("verifier:ifeval") for k in json.loads(c["scores"])) for g in groups for c in g["candidates"]
+    )

@@ -107,8 +107,8 @@ def test_to_dataset_types_rows_and_serialises_dict_fields():
         ),
         (
             "sft",
-            sft_row(1, messages=[{"role": "user", "content": "hi"}]),
-            "bad_turn_order:last turn must be assistant",
+            sft_row(1, messages=[{"role": "user", "content": "hi"}], verifier=None, reference=None),
+            "bad_turn_order:last turn must be assistant",  # a prompt-only row needs a verifier reference
         ),
         (
             "sft",
@@ -153,6 +153,7 @@ def test_valid_rows_of_each_schema_have_no_problems():
     kto = pref_row(candidates=[{"content": "ok", "label": True}], chosen=None, rejected=None)
     for schema, row in [
         ("sft", sft_row(1)),
+        ("sft", sft_row(1, messages=[{"role": "user", "content": "What is 1 + 1?"}])),  # prompt-only: answered later
         ("rl", rl_row(pass_rate=0.25)),
         ("preference", pref_row()),
         ("preference", kto),

@@ -265,3 +265,22 @@ def test_notebook_runs_and_records_both_inputs(tmp_path, run_notebook):
         assert read_manifests(run / mix)["version"]["num_rows"] > 0
     for version in (sft, rl):
         assert [r["stage"] for r in read_manifests(version)["consumption"]["records"]] == ["16_curriculum"]
+
+
+def test_if_rows_with_two_constraints_go_to_the_complex_mix(tmp_path):
+    """Real rows: of 10_data_sft_mix's 64 default IF prompts the 18 with two constraints are complex
+    (the 46 with one are not); after 12_filter keeps a teacher answer for a one- and a two-constraint
+    prompt, 16_curriculum's defaults put the two-constraint row in the complex mix, the other in base."""
+    from nebula_utils.stages.curriculum import complexity_of
+    from tests.factories import if_filter_run
+
+    run, ids = if_filter_run(tmp_path / "if")
+    prompts = load_version(tmp_path / "if" / "sft")
+    cfg = _config(tmp_path, data=str(run / "sft"))
+    why = complexity_of(cfg, prompts)
+    counts = [len(json.loads(r)["instruction_id_list"]) for r in prompts["reference"]]
+    assert sorted(set(why)) == ["", "if_instructions:2"] and why.count("if_instructions:2") == counts.count(2) == 18
+    assert all((w != "") == (n >= 2) for w, n in zip(why, counts))
+    infos = build_curriculum(cfg, tmp_path / "out")
+    assert list(load_version(infos["complex"].path)["id"]) == [ids["two"]]
+    assert list(load_version(infos["base"].path)["id"]) == [ids["pass"]]
