@@ -475,16 +475,18 @@ def make_generator(
     batch_size: int = 0,
     scheduler: str = "continuous",
     dtype: str = "auto",
+    tensor_parallel_size: int = 1,
 ):
     """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers.
 
     transformers only: batch_size 0 = measured (see TransformersGenerator); scheduler continuous |
     static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16.
+    vLLM only: tensor_parallel_size = GPUs the engine shards the model over.
     """
     if backend == "auto":
         backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
-        return VLLMGenerator.from_spec(spec)
+        return VLLMGenerator.from_spec(spec, tensor_parallel_size=tensor_parallel_size)
     if backend == "transformers":
         return TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
     raise ValueError(f"unknown generation backend '{backend}' (auto | vllm | transformers)")
