@@ -57,8 +57,8 @@ class EngineFields:
     """The generation engine's parallelism (stages that sample with make_generator, and GRPO/OPD's vLLM rollouts)."""
 
     tensor_parallel_size: int = doc(
-        "vLLM: GPUs one engine shards the model over (tensor parallel; kv heads and weights split); 1 = one GPU "
-        "per engine. Ignored by the transformers backend. `nebula plan` sizes this step's memory with it"
+        "runtime-only: vLLM: GPUs one engine shards the model over (tensor parallel: weights and kv heads split); "
+        "1 = one GPU per engine. Ignored by the transformers backend. `nebula plan` sizes this step's memory with it"
     )
 
     def check_engine(self) -> None:

@@ -31,7 +31,8 @@ class EvalStageConfig(StageConfig):
         "its batch size (0 means 8 there)"
     )
     tensor_parallel_size: int = doc(
-        "vLLM backend (fast path and lm-eval's vllm model): GPUs one engine shards the model over; 1 = one GPU. "
+        "runtime-only: vLLM backend (fast path and lm-eval's vllm model): GPUs one engine shards the model over; "
+        "1 = one GPU. "
         "`nebula plan` sizes this step's memory with it"
     )
     max_gen_toks: int = doc(
