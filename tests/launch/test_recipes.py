@@ -12,9 +12,9 @@ import pytest
 from nebula_utils.cli import main
 from nebula_utils.config import RUNTIME_KEYS
 from nebula_utils.launch.planner import GIB, Hardware, plan_pipeline
-from nebula_utils.train.batch import split_global_batch
 from nebula_utils.paths import PARAMS_DIR
 from nebula_utils.pipeline import load_pipeline
+from nebula_utils.train.batch import split_global_batch
 
 RECIPES = ["nebula8b_instruct", "nebula8b_reasoning", "nebula8b_opd", "nebula8b_mopd", "tulu3_8b"]
 
