@@ -277,12 +277,14 @@ def model_args(
 ) -> tuple[str, dict[str, Any]]:
     """(lm-eval model name, model_args) for backend hf | vllm (tensor_parallel_size: vLLM only)."""
     if backend == "vllm":
+        from ..inference.generation import engine_tp
+
         return "vllm", {
             "pretrained": model_path,
             "dtype": "auto",
             "gpu_memory_utilization": 0.8,
             "max_model_len": 4096,
-            "tensor_parallel_size": tensor_parallel_size,
+            "tensor_parallel_size": engine_tp(tensor_parallel_size),
         }
     dtype = "bfloat16" if device == "cuda" else "float32"
     return "hf", {"pretrained": model_path, "dtype": dtype, "device": device, "batch_size": batch_size}

@@ -468,6 +468,14 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+def engine_tp(requested: int) -> int:
+    """A vLLM engine's tensor-parallel size: `requested`, capped at the visible GPUs, so a recipe
+    written for an 8-GPU node (tensor_parallel_size: 8, runtime-only) also runs on fewer."""
+    import torch
+
+    return max(1, min(requested, torch.cuda.device_count() or 1))
+
+
 def make_generator(
     spec: str,
     backend: str = "auto",
@@ -486,7 +494,7 @@ def make_generator(
     if backend == "auto":
         backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
-        return VLLMGenerator.from_spec(spec, tensor_parallel_size=tensor_parallel_size)
+        return VLLMGenerator.from_spec(spec, tensor_parallel_size=engine_tp(tensor_parallel_size))
     if backend == "transformers":
         return TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
     raise ValueError(f"unknown generation backend '{backend}' (auto | vllm | transformers)")

@@ -539,7 +539,7 @@ class _Context:
 
     def step_hw(self, step: Step) -> Hardware:
         """The hardware of one step: a stage's `tensor_parallel_size` > 1 replaces --tp for it."""
-        tp = step.params.get("tensor_parallel_size", 1)
+        tp = min(step.params.get("tensor_parallel_size", 1), self.hw.world)  # capped as at run time (engine_tp)
         if tp <= 1 or tp == self.hw.tp:
             return self.hw
         if self.hw.world % tp:
