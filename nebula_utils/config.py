@@ -36,6 +36,8 @@ RUNTIME_KEYS = frozenset(
         "report_to",
         "upstream",
         "launcher",
+        # GPUs one vLLM engine spans: how generation is laid out on a machine, as `launcher` is for training
+        "tensor_parallel_size",
     }
 )
 

@@ -47,6 +47,7 @@ max_prompts: int = 32
 teacher: str = "packaged:smollm2-135m-instruct"
 backend: str = "auto"
 batch_size: int = 0
+tensor_parallel_size: int = 1
 k: int = 4
 temperature: float = 0.7
 top_p: float = 0.95

@@ -39,6 +39,7 @@ max_prompts: int = 0
 policy: str = "packaged:smollm2-135m-instruct"
 backend: str = "auto"
 batch_size: int = 0
+tensor_parallel_size: int = 1
 n_samples: int = 8
 temperature: float = 0.7
 top_p: float = 0.95
@@ -68,7 +69,9 @@ print(run.run_id, run.run_dir)
 # %%
 selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, schemas=("rl",))
 rows = list(selected)
-policy = make_generator(cfg.policy, cfg.backend, cfg.device, cfg.batch_size, label="grade")
+policy = make_generator(
+    cfg.policy, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size
+)
 graded = grade(
     policy,
     rows,

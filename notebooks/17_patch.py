@@ -51,6 +51,7 @@ fail_at_most: float = 0.5
 max_rows: int = 32
 backend: str = "auto"
 batch_size: int = 0
+tensor_parallel_size: int = 1
 temperature: float = 0.7
 top_p: float = 0.95
 max_new_tokens: int = 256

@@ -40,6 +40,7 @@ run_dir: str = ""
 run_id: str = ""
 backend: str = "auto"
 batch_size: int = 8
+tensor_parallel_size: int = 1
 temperature: float = 0.8
 top_p: float = 0.95
 max_new_tokens: int = 256

@@ -43,6 +43,7 @@ num_train_epochs: float = 1.0
 max_steps: int = 0
 per_device_train_batch_size: int = 4
 gradient_accumulation_steps: int = 1
+global_batch_size: int = 0
 learning_rate: float = 2e-05
 lr_scheduler_type: str = "cosine"
 warmup_ratio: float = 0.05
@@ -53,10 +54,12 @@ lora_alpha: int = 32
 lora_dropout: float = 0.05
 lora_target_modules: list = []
 gradient_checkpointing: bool = False
+attn_implementation: str = ""
 logging_steps: int = 1
 trl_overrides: dict = {}
 backend: str = "auto"
 batch_size: int = 8
+tensor_parallel_size: int = 1
 temperature: float = 0.8
 top_p: float = 0.95
 max_new_tokens: int = 256
@@ -93,7 +96,14 @@ run.run_id
 
 # %%
 records, manifests, select_step = stage.load_records(cfg)
-policy = make_generator(cfg.model, cfg.backend, cfg.device, cfg.batch_size, label="rsft: sample")
+policy = make_generator(
+    cfg.model,
+    cfg.backend,
+    cfg.device,
+    cfg.batch_size,
+    tensor_parallel_size=cfg.tensor_parallel_size,
+    label="rsft: sample",
+)
 sampling = cfg.sampling(cfg.k, logprobs=True)
 groups, kept, samples, timing = rsft.timed_rejection_sample(
     policy, records, sampling, cfg.min_score, cfg.verifier_workers, cfg.allow_truncated

@@ -56,6 +56,7 @@ verifier_workers: int = 2
 num_generations: int = 4
 prompts_per_step: int = 4
 gradient_accumulation_steps: int = 1
+global_batch_size: int = 0
 max_steps: int = 20
 learning_rate: float = 2.0e-6
 lr_scheduler_type: str = "constant"
@@ -75,7 +76,9 @@ filter_zero_variance: bool = False
 rollout: str = "auto"
 vllm_server_url: str = ""
 vllm_gpu_memory_utilization: float = 0.3
+tensor_parallel_size: int = 1
 gradient_checkpointing: bool = False
+attn_implementation: str = ""
 logging_steps: int = 1
 trl_overrides: dict = {}
 

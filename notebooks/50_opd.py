@@ -47,6 +47,7 @@ max_prompts: int = 0
 num_samples: int = 256
 per_device_train_batch_size: int = 4
 gradient_accumulation_steps: int = 2
+global_batch_size: int = 0
 learning_rate: float = 2.0e-5
 lr_scheduler_type: str = "constant_with_warmup"
 warmup_ratio: float = 0.05
@@ -57,6 +58,8 @@ top_p: float = 1.0
 top_k: int = 0
 beta: float = 1.0
 gradient_checkpointing: bool = False
+attn_implementation: str = ""
+tensor_parallel_size: int = 1
 logging_steps: int = 1
 trl_overrides: dict = {}
 

@@ -45,6 +45,7 @@ benchmarks: list = []
 limit: int = 0
 backend: str = "auto"
 batch_size: int = 0
+tensor_parallel_size: int = 1
 max_gen_toks: int = 512
 apply_chat_template: bool = True
 num_fewshot: int = -1

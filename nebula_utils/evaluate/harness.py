@@ -84,7 +84,14 @@ class Evaluation:
         from ..inference.generation import make_generator
 
         backend = {"hf": "transformers", "vllm": "vllm"}[self.cfg.resolved_backend()]
-        return make_generator(self.cfg.model, backend=backend, device=self.cfg.device, batch_size=self.cfg.batch_size)
+        c = self.cfg
+        return make_generator(
+            c.model,
+            backend=backend,
+            device=c.device,
+            batch_size=c.batch_size,
+            tensor_parallel_size=c.tensor_parallel_size,
+        )
 
     def run_lm_eval(self) -> None:
         todo = [b for b in self.benchmarks if b.harness == "lm_eval" and not self._unsafe(b)]
@@ -132,6 +139,7 @@ class Evaluation:
             max_gen_toks=c.max_gen_toks,
             confirm_run_unsafe_code=c.confirm_run_unsafe_code,
             seed=c.seed,
+            tensor_parallel_size=c.tensor_parallel_size,
         )
 
     def _save_lm_eval(self, results: dict[str, Any]) -> None:

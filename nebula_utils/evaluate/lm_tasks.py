@@ -272,14 +272,19 @@ def load_local_tasks(task_dir: str | Path, task_names: list[str]) -> dict[str, A
 # ---------------------------------------------------------------- running lm-eval
 
 
-def model_args(model_path: str, backend: str, batch_size: int, device: str) -> tuple[str, dict[str, Any]]:
-    """(lm-eval model name, model_args) for backend hf | vllm."""
+def model_args(
+    model_path: str, backend: str, batch_size: int, device: str, tensor_parallel_size: int = 1
+) -> tuple[str, dict[str, Any]]:
+    """(lm-eval model name, model_args) for backend hf | vllm (tensor_parallel_size: vLLM only)."""
     if backend == "vllm":
+        from ..inference.generation import engine_tp
+
         return "vllm", {
             "pretrained": model_path,
             "dtype": "auto",
             "gpu_memory_utilization": 0.8,
             "max_model_len": 4096,
+            "tensor_parallel_size": engine_tp(tensor_parallel_size),
         }
     dtype = "bfloat16" if device == "cuda" else "float32"
     return "hf", {"pretrained": model_path, "dtype": dtype, "device": device, "batch_size": batch_size}
@@ -299,6 +304,7 @@ def run_lm_eval(
     max_gen_toks: int = 0,
     confirm_run_unsafe_code: bool = False,
     seed: int = 0,
+    tensor_parallel_size: int = 1,
 ) -> dict[str, Any]:
     """`lm_eval.simple_evaluate` over {benchmark: task}; returns lm-eval's results dict (with samples).
 
@@ -313,7 +319,7 @@ def run_lm_eval(
     if confirm_run_unsafe_code:
         os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # what the official code_eval metric checks
     manager = TaskManager(include_path=str(task_dir), include_defaults=False) if task_dir else TaskManager()
-    name, args = model_args(model_path, backend, batch_size, device)
+    name, args = model_args(model_path, backend, batch_size, device, tensor_parallel_size)
     return simple_evaluate(
         model=name,
         model_args=args,

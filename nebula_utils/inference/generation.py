@@ -473,6 +473,14 @@ def vllm_available() -> bool:
     return torch.cuda.is_available()
 
 
+def engine_tp(requested: int) -> int:
+    """A vLLM engine's tensor-parallel size: `requested`, capped at the visible GPUs, so a recipe
+    written for an 8-GPU node (tensor_parallel_size: 8, runtime-only) also runs on fewer."""
+    import torch
+
+    return max(1, min(requested, torch.cuda.device_count() or 1))
+
+
 def make_generator(
     spec: str,
     backend: str = "auto",
@@ -480,18 +488,20 @@ def make_generator(
     batch_size: int = 0,
     scheduler: str = "continuous",
     dtype: str = "auto",
+    tensor_parallel_size: int = 1,
     label: str = "generate",
 ):
     """backend: auto (vLLM when installed and CUDA is present, else transformers) | vllm | transformers.
 
     transformers only: batch_size 0 = measured (see TransformersGenerator); scheduler continuous |
-    static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16. `label`
-    names the progress lines (`distill 120/480 · 96 tok/s · ETA 3m10s`).
+    static (the old batched `model.generate`); dtype auto | float32 | bfloat16 | float16.
+    vLLM only: tensor_parallel_size = GPUs the engine shards the model over. `label` names the
+    progress lines (`distill 120/480 · 96 tok/s · ETA 3m10s`).
     """
     if backend == "auto":
         backend = "vllm" if vllm_available() and device != "cpu" else "transformers"
     if backend == "vllm":
-        generator: Any = VLLMGenerator.from_spec(spec)
+        generator: Any = VLLMGenerator.from_spec(spec, tensor_parallel_size=engine_tp(tensor_parallel_size))
     elif backend == "transformers":
         generator = TransformersGenerator.from_spec(spec, device, batch_size, scheduler, dtype)
     else:

@@ -56,7 +56,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -426,17 +426,22 @@ def training_memory(
     trainable: int,
     lora: dict | None = None,
     liger: bool = False,
+    attention: str | None = None,
+    logit_seq: int | None = None,
 ) -> dict[str, float]:
-    """Bytes per GPU: model states (ZeRO paper), gathered ZeRO-3 weights, activations, logits."""
+    """Bytes per GPU: model states (ZeRO paper), gathered ZeRO-3 weights, activations, logits.
+    `attention`: flash | eager for this step (None = the hardware default, --attention);
+    `logit_seq`: positions per sequence the loss needs logits for (None = all `seq`; GRPO: the
+    completion only, TRL's logits_to_keep)."""
     w, g, k, act = PRECISIONS[hw.precision]
     n, z = hw.world, hw.zero
     # LoRA: the frozen base plus the adapters (`trainable`); full fine-tuning: every parameter.
     full_weights = w * (shape.params + trainable) if lora else w * shape.params
     tokens = micro_batch * seq
-    per_layer = layer_activation_bytes(shape, tokens, seq, act, hw.attention, lora)
+    per_layer = layer_activation_bytes(shape, tokens, seq, act, attention or hw.attention, lora)
     root = root_activation_bytes(shape, tokens, seq, act)
-    if liger:  # fused linear cross-entropy: no full log-prob matrix
-        root -= tokens * FP32 * shape.vocab
+    logit_tokens = micro_batch * (logit_seq or seq)
+    root -= (tokens - (0 if liger else logit_tokens)) * FP32 * shape.vocab  # Liger: no full log-prob matrix
     mem = {
         "weights": full_weights / (n if z >= 3 else 1),
         "gradients": g * trainable / (n if z >= 2 else 1),
@@ -446,7 +451,7 @@ def training_memory(
         "gathered": w * (shape.root_params + 2 * shape.layer_params) if z >= 3 and n > 1 else 0,
         "activations_none": shape.layers * per_layer + root,
         "activations_ckpt": shape.layers * act * tokens * shape.hidden + per_layer + root,
-        "logits": 0 if liger else tokens * shape.vocab * (act + (FP32 if act != FP32 else 0)),
+        "logits": 0 if liger else logit_tokens * shape.vocab * (act + (FP32 if act != FP32 else 0)),
     }
     mem["activations"] = mem["activations_ckpt"] if checkpointing else mem["activations_none"]
     mem["total"] = sum(mem[k] for k in ("weights", "gradients", "optimizer", "gathered", "activations", "logits"))
@@ -474,6 +479,16 @@ def generation_memory(shape: ModelShape, hw: Hardware, sequences: int, seq_token
     }
 
 
+def frozen_weights(shape: ModelShape, hw: Hardware, sharded: bool = True) -> float:
+    """Bytes per GPU of a frozen model (a reference or a teacher): weights only, no gradients and no
+    optimizer state (ZeRO paper: only trained parameters carry the 2 + K bytes). TRL wraps a
+    reference/teacher with the same DeepSpeed/FSDP engine as the policy (prepare_deepspeed), so
+    ZeRO-3 shards it over the N GPUs; `sharded=False`: a full copy on every GPU (51_mopd's local
+    teacher pool moves whole models onto each device)."""
+    w = PRECISIONS[hw.precision][0]
+    return w * shape.params / (hw.world if sharded and hw.zero >= 3 else 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-stage estimates
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +508,8 @@ class StagePlan:
     fits: bool | None = None
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    outputs: dict[str, Count] = field(default_factory=dict)  # sub-folder -> rows it will hold
+    outputs: dict[str, Count] = field(default_factory=dict)  # sub-folder -> rows it will hold ("*": any other)
+    rollout: StagePlan | None = None  # a training step's own generation (GRPO, OPD, RSFT)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -516,10 +532,34 @@ class _Context:
     def where(self, step: Step) -> str:
         return f"{self.pipeline.source}: step '{step.name}'"
 
-    def shape(self, step: Step, key: str) -> ModelShape:
-        spec = step.params[key]
+    def shape(self, step: Step, key: str, spec: str | None = None) -> ModelShape:
+        spec = step.params[key] if spec is None else spec
         config, source = read_model_config(spec, f"{self.where(step)}: key '{key}'", self.producers)
         return model_shape(config, spec, source)
+
+    def step_hw(self, step: Step) -> Hardware:
+        """The hardware of one step: a stage's `tensor_parallel_size` > 1 replaces --tp for it."""
+        tp = min(step.params.get("tensor_parallel_size", 1), self.hw.world)  # capped as at run time (engine_tp)
+        if tp <= 1 or tp == self.hw.tp:
+            return self.hw
+        if self.hw.world % tp:
+            raise ConfigError(
+                f"{self.where(step)}: key 'tensor_parallel_size': {tp} does not divide the {self.hw.world} GPUs"
+            )
+        return replace(self.hw, tp=tp)
+
+    def split(self, step: Step, unit_key: str, fallback_key: str) -> int:
+        """The per-process knob a `global_batch_size` derives (train.batch.split_global_batch, as the
+        stage does at run time, with the planner's GPUs as processes); else `fallback_key`'s value."""
+        from ..train.batch import split_global_batch
+
+        p = step.params
+        if not p.get("global_batch_size"):
+            return p[fallback_key]
+        try:
+            return split_global_batch(p["global_batch_size"], p[unit_key], self.hw.world)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.where(step)}: {exc} (--gpus x --nodes = {self.hw.world} processes)") from None
 
     def rows(self, data: str) -> Count:
         """Rows of a data version: its version.json (or .jsonl lines) when it exists; else what the
@@ -535,7 +575,8 @@ class _Context:
         for step in self.producers.values():
             if data.startswith(str(step.run_dir) + os.sep):
                 sub = data[len(str(step.run_dir)) + 1 :]
-                return self.plans[step.name].outputs.get(sub, UNKNOWN)
+                outputs = self.plans[step.name].outputs
+                return outputs.get(sub, outputs.get("*", UNKNOWN))
         return UNKNOWN
 
 
@@ -546,52 +587,206 @@ def _model_info(shape: ModelShape, trainable: int | None = None) -> dict[str, An
     return info
 
 
-def plan_sft(step: Step, ctx: _Context) -> StagePlan:
-    p, hw = step.params, ctx.hw
-    shape = ctx.shape(step, "model")
+# ---- training steps: the trained model, the step's batch, and what a stage adds to it (forward-only
+# models, rollouts). One function per idea; each stage's estimator below only combines them.
+
+
+@dataclass
+class Policy:
+    """The model a training step updates and how (LoRA, checkpointing, Liger, attention kernel)."""
+
+    shape: ModelShape
+    trainable: int
+    lora: dict | None
+    checkpointing: bool
+    liger: bool
+    attention: str
+
+    @property
+    def flops_per_token(self) -> int:
+        """Kaplan et al. 2020: 6N per trained token (2N forward + 4N backward); LoRA: 4N + 6N_adapter
+        (the frozen base computes input gradients, 2N, but no weight gradients)."""
+        return 4 * self.shape.params + 6 * self.trainable if self.lora else 6 * self.shape.params
+
+    @property
+    def recompute(self) -> float:
+        """Full activation checkpointing re-runs each layer's forward in backward: +2N per token of
+        hardware work, a factor on the hours (MFU stays PaLM's model-FLOPs utilisation)."""
+        if not self.checkpointing:
+            return 1.0
+        adapter = self.trainable if self.lora else 0
+        return (self.flops_per_token + 2 * (self.shape.params + adapter)) / self.flops_per_token
+
+
+def _attention(p: dict[str, Any], hw: Hardware) -> str:
+    """A step's attention model: `attn_implementation: eager` materialises the s x s scores; sdpa and
+    flash_attention_2 do not (memory-efficient kernels); "" (library default) = --attention."""
+    impl = p.get("attn_implementation", "")
+    return hw.attention if not impl else ("eager" if impl == "eager" else "flash")
+
+
+def _policy(step: Step, ctx: _Context, key: str = "model") -> Policy:
+    p = step.params
+    shape = ctx.shape(step, key)
     overrides = p.get("trl_overrides") or {}
-    lora = None
-    trainable = shape.params
-    if p["use_lora"]:
+    trainable, lora = shape.params, None
+    if p.get("use_lora"):
         targets = list(p["lora_target_modules"])
         trainable = shape.lora_params(p["lora_r"], targets)
         modules = sum(
             1 for n, _, _ in shape.linears if ".0." in f".{n}." and (not targets or n.split(".")[-1] in targets)
         )
         lora = {"r": p["lora_r"], "targets": targets, "dropout": p["lora_dropout"], "modules": modules}
-    ckpt = bool(p["gradient_checkpointing"] or overrides.get("gradient_checkpointing"))
-    liger = bool(overrides.get("use_liger_kernel"))
-    micro, seq, accum = p["per_device_train_batch_size"], p["max_length"], p["gradient_accumulation_steps"]
-    mem = training_memory(shape, hw, micro, seq, ckpt, trainable, lora, liger)
-    global_batch = micro * accum * hw.world
-    rows = ctx.rows(p["data"]).at_most(p["max_samples"])
+    ckpt = bool(p.get("gradient_checkpointing") or overrides.get("gradient_checkpointing"))
+    return Policy(shape, trainable, lora, ckpt, bool(overrides.get("use_liger_kernel")), _attention(p, ctx.hw))
+
+
+def _hours(flops: Count, hw: Hardware, mfu: float, factor: float = 1.0) -> Count:
+    """GPU-hours = FLOPs / (MFU x peak FLOP/s) / 3600, x `factor` (hardware work beyond the model FLOPs)."""
+    return Count(None if flops.value is None else hw.hours(flops.value, mfu) * factor, flops.exact)
+
+
+def _sequences(p: dict[str, Any], rows: Count, global_batch: int) -> Count:
+    """Sequences a trainer steps through: max_steps x global batch, else rows x epochs."""
     if p["max_steps"] > 0:
-        sequences = Count(p["max_steps"] * global_batch)
+        return Count(p["max_steps"] * global_batch)
+    return rows * p["num_train_epochs"]
+
+
+def _total(plan: StagePlan, hw: Hardware) -> None:
+    """Peak bytes per GPU of a training step: model states + frozen weights + the larger of what is
+    alive at once. A rollout in the step (`in_step`: the trainer generates between optimizer steps)
+    replaces the activations; vLLM colocated keeps its reservation for the whole run; a `separate`
+    phase (RSFT samples, then trains) peaks on its own; a `server` runs on other GPUs."""
+    m = plan.memory
+    states = m["weights"] + m["gradients"] + m["optimizer"] + m["gathered"] + m.get("frozen", 0)
+    transient = m["activations"] + m["logits"] + m.get("frozen_logits", 0)
+    mode, rollout = plan.details.get("rollout_mode"), m.get("rollout", 0)
+    if mode == "colocate":
+        m["total"] = states + transient + rollout
+    elif mode == "in_step":
+        m["total"] = states + max(transient, rollout)
+    elif mode == "separate":
+        m["total"] = max(states + transient, rollout)
     else:
-        sequences = rows * p["num_train_epochs"]
-    # Every sequence is at most max_length tokens (truncation), so token counts are upper bounds.
-    tokens = (sequences * seq).bound()
-    adapter = trainable if lora else 0
-    per_token = (4 * shape.params + 6 * adapter) if lora else 6 * shape.params
-    flops = tokens * per_token
-    recompute = (per_token + 2 * (shape.params + adapter)) / per_token if ckpt else 1.0
-    plan = StagePlan(step.name, step.notebook, step.run_id, "train", _model_info(shape, trainable), mem)
-    plan.tokens, plan.flops = tokens, flops
-    plan.gpu_hours = Count(None if flops.value is None else hw.hours(flops.value, hw.mfu) * recompute, flops.exact)
-    plan.fits = mem["total"] <= HEADROOM * hw.gpu_mem_gib * GIB
+        m["total"] = states + transient
+    plan.fits = m["total"] <= HEADROOM * hw.gpu_mem_gib * GIB
+
+
+def _train(
+    step: Step,
+    ctx: _Context,
+    pol: Policy,
+    micro: int,
+    seq: int,
+    sequences: Count,
+    rows: Count,
+    global_batch: int,
+    unit: str = "sequences",
+    logit_seq: int | None = None,
+) -> StagePlan:
+    """The trained model's part of a step: `sequences` of <= `seq` tokens, `micro` per forward pass
+    and GPU; memory (training_memory), FLOPs (6N per token) and hours (x recompute)."""
+    hw = ctx.hw
+    mem = training_memory(
+        pol.shape, hw, micro, seq, pol.checkpointing, pol.trainable, pol.lora, pol.liger, pol.attention, logit_seq
+    )
+    tokens = (sequences * seq).bound()  # truncation at `seq`: token counts are upper bounds
+    plan = StagePlan(step.name, step.notebook, step.run_id, "train", _model_info(pol.shape, pol.trainable), mem)
+    plan.tokens = tokens
+    plan.flops = tokens * pol.flops_per_token
+    plan.gpu_hours = _hours(plan.flops, hw, hw.mfu, pol.recompute)
+    policy_flops = plan.flops
     plan.details = {
         "micro_batch": micro,
         "seq": seq,
         "global_batch": global_batch,
+        "unit": unit,
         "sequences": sequences,
         "rows": rows,
-        "checkpointing": ckpt,
-        "liger": liger,
-        "lora": lora,
-        "flops_per_token": per_token,
-        "recompute_factor": recompute,
-        "formula": "FLOPs = (4N + 6N_lora) * tokens" if lora else "FLOPs = 6N * tokens",
+        "checkpointing": pol.checkpointing,
+        "liger": pol.liger,
+        "attention": pol.attention,
+        "lora": pol.lora,
+        "flops_per_token": pol.flops_per_token,
+        "recompute_factor": pol.recompute,
+        "formula": "FLOPs = (4N + 6N_lora) * tokens" if pol.lora else "FLOPs = 6N * tokens",
+        "policy_flops": policy_flops,
+        "hours": {"policy": plan.gpu_hours},
+        "forward": [],
     }
+    _total(plan, hw)
+    return plan
+
+
+def _add_forward(
+    plan: StagePlan,
+    hw: Hardware,
+    role: str,
+    shape: ModelShape,
+    tokens: Count,
+    memory: float = 0.0,
+    logits: float = 0.0,
+) -> None:
+    """A forward-only pass in a training step (a reference or a teacher, or the policy's own no-grad
+    log-probs): 2N FLOPs per token (Kaplan: forward only) at the training MFU, plus the model's
+    weights when it is another model (`memory`, frozen_weights) and logits it keeps for the loss."""
+    flops = tokens * (2 * shape.params)
+    hours = _hours(flops, hw, hw.mfu)
+    plan.flops = plan.flops + flops
+    plan.gpu_hours = plan.gpu_hours + hours
+    plan.details["hours"][role] = hours
+    plan.details["forward"].append({"role": role, "spec": shape.spec, "params": shape.params, "tokens": tokens})
+    plan.memory["frozen"] = plan.memory.get("frozen", 0.0) + memory
+    plan.memory["frozen_logits"] = plan.memory.get("frozen_logits", 0.0) + logits
+    _total(plan, hw)
+
+
+def _add_rollout(plan: StagePlan, ctx: _Context, gen: StagePlan, mode: str, reserve: float = 0.0) -> None:
+    """A training step's own sampling (`gen`, from _generation: 2N per generated or prompt token at
+    the generation MFU) and its memory by `mode`: colocate = a vLLM engine in the training process
+    reserving `reserve` bytes of every GPU (vllm_gpu_memory_utilization; its weights and KV cache
+    live inside); in_step = the trainer generates with the policy (under ZeRO-3 TRL gathers its full
+    bf16 weights for generation, ds3_gather_for_generation) + the KV cache of the batch; separate =
+    an earlier phase (RSFT); server = other GPUs (vLLM servers), not counted here."""
+    hw = ctx.hw
+    plan.rollout = gen
+    plan.details["rollout_mode"] = mode
+    gathered = gen.memory["weights"] if hw.zero >= 3 and hw.world > 1 else 0.0
+    plan.memory["rollout"] = {
+        "colocate": reserve,
+        "in_step": gathered + gen.memory["kv_cache"],
+        "separate": gen.memory["total"],
+        "server": 0.0,
+    }[mode]
+    if mode == "colocate":
+        kv_seq = gen.memory["kv_per_token"] * gen.details["seq_tokens"]
+        gen.memory["max_sequences"] = max(0, int((reserve - gen.memory["weights"]) // kv_seq))
+        if gen.memory["max_sequences"] < 1:
+            plan.notes.append("vLLM reservation is smaller than its weights + one sequence: raise its memory share")
+    plan.gpu_hours = plan.gpu_hours + gen.gpu_hours
+    plan.details["hours"]["rollout"] = gen.gpu_hours
+    _total(plan, hw)
+    if mode == "colocate" and gen.memory["max_sequences"] < 1:
+        plan.fits = False
+
+
+def _reference(step: Step, ctx: _Context, pol: Policy) -> tuple[ModelShape, float]:
+    """(reference model, its bytes per GPU): `ref_model`, else a frozen copy of the starting model;
+    under LoRA without `ref_model` the base with adapters off is the reference (no extra weights)."""
+    if step.params.get("ref_model"):
+        shape = ctx.shape(step, "ref_model")
+        return shape, frozen_weights(shape, ctx.hw)
+    return pol.shape, 0.0 if pol.lora else frozen_weights(pol.shape, ctx.hw)
+
+
+def plan_sft(step: Step, ctx: _Context) -> StagePlan:
+    p = step.params
+    pol = _policy(step, ctx)
+    micro, seq = p["per_device_train_batch_size"], p["max_length"]
+    global_batch = micro * ctx.split(step, "per_device_train_batch_size", "gradient_accumulation_steps") * ctx.hw.world
+    rows = ctx.rows(p["data"]).at_most(p["max_samples"])
+    plan = _train(step, ctx, pol, micro, seq, _sequences(p, rows, global_batch), rows, global_batch)
     plan.notes.append(f"tokens <= sequences x max_length ({seq}); padding-free/packed runs process fewer")
     if rows.value is None and p["max_steps"] == 0:
         plan.notes.append("dataset size unknown before upstream steps run: set max_samples or max_steps to bound it")
@@ -599,16 +794,189 @@ def plan_sft(step: Step, ctx: _Context) -> StagePlan:
     return plan
 
 
-def _generation(
-    step: Step, ctx: _Context, key: str, prompts: Count, n: int, max_new: int, batch: int, extra: Count | None = None
+def plan_dpo(step: Step, ctx: _Context) -> StagePlan:
+    """DPO: per pair a chosen and a rejected sequence through the policy (6N per token) and the
+    frozen reference (2N per token: forward only, once per pair even with precompute_ref_log_probs)."""
+    p = step.params
+    pol = _policy(step, ctx)
+    micro = p["per_device_train_batch_size"]
+    global_batch = micro * ctx.split(step, "per_device_train_batch_size", "gradient_accumulation_steps") * ctx.hw.world
+    rows = ctx.rows(p["data"]).at_most(p["max_samples"])
+    pairs = _sequences(p, rows, global_batch)
+    # TRL's DPOTrainer concatenates chosen and rejected: 2 x micro sequences per forward pass.
+    plan = _train(step, ctx, pol, 2 * micro, p["max_length"], pairs * 2, rows, global_batch, unit="pairs")
+    ref, ref_bytes = _reference(step, ctx, pol)
+    _add_forward(plan, ctx.hw, "reference", ref, plan.tokens, memory=ref_bytes)
+    plan.notes.append(f"tokens <= pairs x 2 x max_length ({p['max_length']})")
+    plan.outputs = {"model": Count(1)}
+    return plan
+
+
+def plan_kto(step: Step, ctx: _Context) -> StagePlan:
+    """KTO: unpaired examples (a pair gives a desirable and an undesirable one) through the policy
+    (6N per token); loss `kto` also scores a mismatched KL batch with the policy (no grad, 2N) and
+    the reference scores both (2N each)."""
+    p = step.params
+    pol = _policy(step, ctx)
+    micro = p["per_device_train_batch_size"]
+    global_batch = micro * ctx.split(step, "per_device_train_batch_size", "gradient_accumulation_steps") * ctx.hw.world
+    rows = (ctx.rows(p["data"]) * 2).at_most(p["max_samples"])
+    plan = _train(step, ctx, pol, micro, p["max_length"], _sequences(p, rows, global_batch), rows, global_batch)
+    plan.details["unit"] = "examples"
+    ref, ref_bytes = _reference(step, ctx, pol)
+    kl = p["loss_type"] == "kto"
+    if kl:
+        _add_forward(plan, ctx.hw, "policy KL batch (no grad)", pol.shape, plan.tokens)
+    _add_forward(plan, ctx.hw, "reference", ref, plan.tokens * (2 if kl else 1), memory=ref_bytes)
+    plan.notes.append("examples = 2 per pair of the input (chosen desirable, rejected undesirable)")
+    plan.outputs = {"model": Count(1)}
+    return plan
+
+
+def plan_rsft(step: Step, ctx: _Context) -> StagePlan:
+    """RSFT: k answers per prompt from the policy (generation), then SFT on <= one kept answer per prompt."""
+    p = step.params
+    prompts = ctx.rows(p["data"]).at_most(p["max_prompts"])
+    gen = _generation(step, ctx, "model", prompts, p["k"], p["max_new_tokens"], p["batch_size"])
+    pol = _policy(step, ctx)
+    micro = p["per_device_train_batch_size"]
+    global_batch = micro * ctx.split(step, "per_device_train_batch_size", "gradient_accumulation_steps") * ctx.hw.world
+    kept = prompts.bound()
+    plan = _train(step, ctx, pol, micro, p["max_length"], _sequences(p, kept, global_batch), kept, global_batch)
+    _add_rollout(plan, ctx, gen, "separate")
+    plan.notes.append("kept answers <= prompts (one passing answer per prompt at most)")
+    plan.outputs = {"data": kept, "model": Count(1)}
+    return plan
+
+
+GRPO_ROLLOUT_MODES = {"vllm_colocate": "colocate", "vllm_server": "server", "transformers": "in_step"}
+
+
+def plan_grpo(step: Step, ctx: _Context) -> StagePlan:
+    """GRPO: rollouts (prompts x num_generations completions), policy training on prompt + completion
+    (6N per token), old-policy log-probs (2N) when vLLM samples (TRL's importance-sampling correction)
+    or num_iterations > 1, and the reference forward (2N) when beta > 0."""
+    p, hw = step.params, ctx.hw
+    pol = _policy(step, ctx)
+    g, accum, mu = p["num_generations"], p["gradient_accumulation_steps"], p["num_iterations"]
+    prompts_pp = ctx.split(step, "num_generations", "prompts_per_step")
+    if prompts_pp * g % accum:
+        raise ConfigError(
+            f"{ctx.where(step)}: key 'gradient_accumulation_steps': {prompts_pp * g} completions per process "
+            f"do not split into {accum} passes"
+        )
+    seq = hw.prompt_tokens + p["max_completion_length"]
+    completions = Count(p["max_steps"] * prompts_pp * g * hw.world)  # trained on: one batch per optimizer step
+    rows = ctx.rows(p["data"]).at_most(p["max_prompts"])
+    micro, completion = prompts_pp * g // accum, p["max_completion_length"]
+    plan = _train(step, ctx, pol, micro, seq, completions, rows, prompts_pp * g * hw.world, "completions", completion)
+    # one generation serves num_iterations optimizer steps (TRL: generate_every = steps_per_generation x mu)
+    prompts = Count(math.ceil(p["max_steps"] / mu) * prompts_pp * hw.world)
+    rollout = "vllm_colocate" if p["rollout"] == "auto" else p["rollout"]
+    vllm = rollout != "transformers"
+    sampled = (prompts * (g * seq)).bound()
+    if vllm or mu > 1:
+        _add_forward(plan, hw, "old-policy log-probs", pol.shape, sampled)
+    if p["beta"] > 0:
+        ref, ref_bytes = _reference(step, ctx, pol)
+        _add_forward(plan, hw, "reference", ref, sampled, memory=ref_bytes)
+    heldout = Count(p["heldout_prompts"] * p["heldout_samples"] * 2 * p["max_completion_length"], False)
+    gen = _generation(step, ctx, "model", prompts, g, p["max_completion_length"], prompts_pp, heldout, hf=not vllm)
+    reserve = p["vllm_gpu_memory_utilization"] * hw.gpu_mem_gib * GIB
+    _add_rollout(plan, ctx, gen, GRPO_ROLLOUT_MODES[rollout], reserve)
+    if p["rollout"] == "auto":
+        plan.notes.append("rollout auto: planned as vllm_colocate (what it picks on CUDA with vLLM)")
+    plan.notes.append(f"completion tokens <= max_completion_length; prompt length assumed {hw.prompt_tokens}")
+    plan.outputs = {"model": Count(1)}
+    return plan
+
+
+def _plan_on_policy_distill(
+    step: Step, ctx: _Context, teacher: ModelShape, teacher_bytes: float, server: bool = False
 ) -> StagePlan:
-    """A sampling stage: `prompts` x `n` samples of <= `max_new` tokens from model `step.params[key]`."""
-    hw = ctx.hw
+    """OPD and MOPD: the student samples one completion per prompt (generation), the teacher scores
+    prompt + completion (forward only, 2N_teacher per token), the student trains on them (6N per
+    token); both full-vocabulary distributions are alive for the divergence (teacher logits:
+    (B + 4) * V bytes per token, as the student's)."""
+    from ..train.distill import sample_budget
+
+    p, hw = step.params, ctx.hw
+    pol = _policy(step, ctx)
+    micro = p["per_device_train_batch_size"]
+    accum = ctx.split(step, "per_device_train_batch_size", "gradient_accumulation_steps")
+    prompts = ctx.rows(p["data"]).at_most(p["max_prompts"])
+    requested = Count(p["num_samples"]) if p["num_samples"] else prompts
+    samples = UNKNOWN
+    if requested.value is not None:
+        budget = sample_budget(int(requested.value), micro, accum, hw.world)
+        samples = Count(budget.samples, requested.exact)
+    seq = hw.prompt_tokens + p["max_completion_length"]
+    plan = _train(step, ctx, pol, micro, seq, samples, prompts, micro * accum * hw.world, unit="samples")
+    act = PRECISIONS[hw.precision][3]
+    logits = micro * seq * teacher.vocab * (act + (FP32 if act != FP32 else 0))
+    _add_forward(plan, hw, "teacher", teacher, plan.tokens, memory=teacher_bytes, logits=0 if server else logits)
+    overrides = p.get("trl_overrides") or {}
+    vllm = bool(overrides.get("use_vllm")) or server
+    gen = _generation(step, ctx, "model", samples, 1, p["max_completion_length"], micro, hf=not vllm)
+    mode = "server" if server or overrides.get("vllm_mode", "colocate") == "server" else "colocate"
+    reserve = overrides.get("vllm_gpu_memory_utilization", 0.3) * hw.gpu_mem_gib * GIB  # TRL 1.16 default 0.3
+    _add_rollout(plan, ctx, gen, mode if vllm else "in_step", reserve)
+    plan.notes.append(f"samples = the budget rounded up to whole steps of {micro * accum * hw.world}")
+    plan.outputs = {"model": Count(1)}
+    return plan
+
+
+def plan_opd(step: Step, ctx: _Context) -> StagePlan:
+    teacher = ctx.shape(step, "teacher")
+    return _plan_on_policy_distill(step, ctx, teacher, frozen_weights(teacher, ctx.hw))
+
+
+def plan_mopd(step: Step, ctx: _Context) -> StagePlan:
+    """MOPD: as OPD, each prompt scored by the teacher its label routes it to. The split of the
+    budget over teachers depends on the labels of the data (known after 14_classify_sample runs), so
+    teacher FLOPs are counted at the largest teacher's size (exact when all teachers are one size).
+    Memory, local backend: the `max_resident_teachers` largest teachers, whole, on every GPU (the
+    pool moves full models; the others wait in CPU memory or on disk); vllm_servers: none here."""
+    p = step.params
+    teachers = [ctx.shape(step, "teacher")] + [ctx.shape(step, f"teachers.{t}", s) for t, s in p["teachers"].items()]
+    by_size = sorted(teachers, key=lambda t: t.params, reverse=True)
+    server = p["backend"] == "vllm_servers"
+    resident = 0.0 if server else sum(frozen_weights(t, ctx.hw, False) for t in by_size[: p["max_resident_teachers"]])
+    plan = _plan_on_policy_distill(step, ctx, by_size[0], resident, server)
+    sizes = {t.params for t in teachers}
+    if len(sizes) > 1:
+        plan.flops = plan.flops.bound()
+        plan.notes.append("teacher FLOPs at the largest teacher's size: an upper bound (routing split unknown)")
+    plan.details["teachers"] = {"default": p["teacher"], **p["teachers"]}
+    plan.notes.append(
+        f"{len(teachers)} teachers; samples per teacher follow the data's `{p['route_by']}` labels "
+        f"(unknown before the run): the total {plan.details['sequences']} is split among them"
+    )
+    if server:
+        plan.notes.append("vllm_servers: the teachers' and student's vLLM servers run on other GPUs (not counted)")
+    return plan
+
+
+def _generation(
+    step: Step,
+    ctx: _Context,
+    key: str,
+    prompts: Count,
+    n: int,
+    max_new: int,
+    batch: int,
+    extra: Count | None = None,
+    hf: bool | None = None,
+) -> StagePlan:
+    """A sampling stage: `prompts` x `n` samples of <= `max_new` tokens from model `step.params[key]`.
+    `hf`: the transformers engine (None = read the step's `backend`)."""
+    hw = ctx.step_hw(step)
     shape = ctx.shape(step, key)
     # transformers backend: one generate() call holds batch x n sequences; vLLM (what `auto` picks on
     # a CUDA machine with vLLM installed) pages the KV cache and schedules as many as fit, so it
     # needs room for one full sequence.
-    hf = step.params.get("backend") in ("transformers", "hf")
+    if hf is None:
+        hf = step.params.get("backend") in ("transformers", "hf")
     concurrent = batch * n if hf else 1
     seq_tokens = hw.prompt_tokens + max_new
     mem = generation_memory(shape, hw, concurrent, seq_tokens)
@@ -620,7 +988,7 @@ def _generation(
     flops = tokens * (2 * shape.params)
     plan = StagePlan(step.name, step.notebook, step.run_id, "generate", _model_info(shape), mem)
     plan.tokens, plan.flops = tokens, flops
-    plan.gpu_hours = Count(None if flops.value is None else hw.hours(flops.value, hw.gen_mfu), flops.exact)
+    plan.gpu_hours = _hours(flops, hw, hw.gen_mfu)
     plan.fits = mem["total"] <= HEADROOM * hw.gpu_mem_gib * GIB
     plan.details = {
         "prompts": prompts,
@@ -629,7 +997,8 @@ def _generation(
         "generated_tokens": generated,
         "prefill_tokens": prefill,
         "concurrent_sequences": concurrent,
-        "engine": "transformers generate()" if hf else "vLLM (paged KV cache)",
+        "engine": "transformers generate()" if hf else f"vLLM (paged KV cache, tp {hw.tp})",
+        "tp": 1 if hf else hw.tp,
         "seq_tokens": seq_tokens,
         "formula": "FLOPs = 2N * (generated + prompt tokens)",
     }
@@ -683,6 +1052,76 @@ def plan_eval(step: Step, ctx: _Context) -> StagePlan:
     return plan
 
 
+def plan_patch(step: Step, ctx: _Context) -> StagePlan:
+    """17_patch: `n_samples` answers per scored prompt (prompts_per_category of each category: at
+    most the input's verifiable rows), as 13_difficulty."""
+    p = step.params
+    prompts = ctx.rows(p["data"]).bound()
+    plan = _generation(step, ctx, "model", prompts, p["n_samples"], p["max_new_tokens"], p["batch_size"])
+    if p["prompts_per_category"]:
+        plan.notes.append(
+            f"prompts <= the input's rows (prompts_per_category {p['prompts_per_category']} x categories)"
+        )
+    plan.outputs = {"patch": prompts.at_most(p["max_rows"])}
+    return plan
+
+
+def _schema(ctx: _Context, data: str) -> str:
+    """The schema a data path will hold: its version.json when it exists, else the sub-folder name
+    the producing step writes (e.g. 12_filter's `preference`)."""
+    path = repo_path(data) if data else None
+    if path is not None and (path / "version.json").is_file():
+        return json.loads((path / "version.json").read_text(encoding="utf-8")).get("schema", "")
+    return Path(data).name if data else ""
+
+
+def plan_preference_data(step: Step, ctx: _Context) -> StagePlan:
+    """30_preference_data: on-policy sampling (k answers per prompt from `policy`) when the source
+    is on_policy (auto: when `data` is not a preference version); else pairing only (CPU)."""
+    p = step.params
+    source = p["source"]
+    if source == "auto":
+        source = "groups" if _schema(ctx, p["data"]) in ("preference", "pairs") else "on_policy"
+    prompts = ctx.rows(p["data"]).at_most(p["max_prompts"])
+    if source == "groups":
+        plan = _passthrough("pairs")(step, ctx)
+        plan.outputs = {"pairs": prompts.bound()}
+        return plan
+    plan = _generation(step, ctx, "policy", prompts, p["k"], p["max_new_tokens"], p["batch_size"])
+    plan.outputs = {"pairs": prompts.bound()}
+    return plan
+
+
+def plan_data_mix(step: Step, ctx: _Context) -> StagePlan:
+    """10_data_sft_mix: no GPU work; its output sizes follow from its knobs (upper bounds: sources
+    may hold fewer rows, dedup drops some). HumanEval's train split has 74 problems, shared by SFT and RL."""
+    p = step.params
+    shared = 1 if p["shared_data_dir"] else 0
+    code_sft = min(p["sft_code_n"], HUMANEVAL_TRAIN)
+    sft = len(p["sft_math_tasks"]) * p["sft_math_per_task"] + code_sft + shared * 3 * p["shared_per_source"]
+    rl = (
+        len(p["rl_math_tasks"]) * p["rl_math_per_task"]
+        + p["rl_ifeval_n"]
+        + min(p["rl_code_n"], HUMANEVAL_TRAIN - code_sft)
+        + shared * p["shared_per_source"]  # GSM8K train problems after the SFT ones
+    )
+    plan = StagePlan(step.name, step.notebook, step.run_id, "data")
+    plan.outputs = {"sft": Count(sft, False), "rl": Count(rl, False)}
+    plan.notes.append(f"CPU data step: writes <= {sft:,} sft rows and <= {rl:,} rl prompts (from its knobs)")
+    return plan
+
+
+def plan_curriculum(step: Step, ctx: _Context) -> StagePlan:
+    """16_curriculum: mixes of `data` (each at most its rows) and an RL pool of `rl_data` (<= rl_size)."""
+    p = step.params
+    plan = StagePlan(step.name, step.notebook, step.run_id, "data")
+    plan.outputs = {"*": ctx.rows(p["data"]).bound()}
+    if p["rl_data"]:
+        plan.outputs["rl_pool"] = ctx.rows(p["rl_data"]).at_most(p["rl_size"]).bound()
+    plan.notes.append("CPU data step: no GPU work modelled")
+    return plan
+
+
 def _passthrough(*subs: str):
     """A data stage that only drops rows: each output holds at most the input's rows."""
 
@@ -698,13 +1137,25 @@ def _passthrough(*subs: str):
     return plan
 
 
+HUMANEVAL_TRAIN = 74  # problems in the HumanEval train split 10_data_sft_mix draws from (its sft_code_n doc)
+
 ESTIMATORS = {
+    "10_data_sft_mix": plan_data_mix,
     "11_distill": plan_distill,
     "12_filter": _passthrough("sft", "preference"),
     "13_difficulty": plan_difficulty,
     "14_classify_sample": _passthrough("data"),
     "15_decontam": _passthrough("data"),
+    "16_curriculum": plan_curriculum,
+    "17_patch": plan_patch,
     "20_sft": plan_sft,
+    "30_preference_data": plan_preference_data,
+    "31_dpo": plan_dpo,
+    "32_kto": plan_kto,
+    "33_rsft": plan_rsft,
+    "40_grpo": plan_grpo,
+    "50_opd": plan_opd,
+    "51_mopd": plan_mopd,
     "60_eval": plan_eval,
 }
 
@@ -744,19 +1195,47 @@ def _gib(x: float) -> str:
 _TRAIN_MEMORY = ("weights", "gradients", "optimizer", "gathered", "activations")
 
 
+ROLLOUT_MODES = {
+    "colocate": "vLLM colocated (reserved for the run)",
+    "in_step": "generated by the trainer between steps",
+    "separate": "an earlier phase of the step",
+    "server": "vLLM server(s) on other GPUs: not counted",
+}
+
+
 def _train_lines(plan: StagePlan, hw: Hardware) -> list[str]:
     mem, d = plan.memory, plan.details
     parts = " | ".join(f"{key} {_gib(mem[key])}" for key in _TRAIN_MEMORY)
+    extra = "".join(f" | {label} {_gib(mem[key])}" for key, label in _EXTRA_MEMORY if mem.get(key))
+    mode = d.get("rollout_mode")
+    if mode:
+        extra += f" | rollout {_gib(mem['rollout'])} ({ROLLOUT_MODES[mode]})"
     recompute = f" (x{d['recompute_factor']:.2f} hardware work for recompute)" if d["checkpointing"] else ""
-    return [
-        f"  batch     micro {d['micro_batch']} x {d['seq']} tokens, global {d['global_batch']} sequences, "
-        f"checkpointing {'on' if d['checkpointing'] else 'off'}",
+    lines = [
+        f"  batch     micro {d['micro_batch']} x {d['seq']} tokens, global {d['global_batch']} {d['unit']}, "
+        f"checkpointing {'on' if d['checkpointing'] else 'off'}, attention {d['attention']}",
         f"  GiB/GPU   {parts} (checkpointed {_gib(mem['activations_ckpt'])} / none {_gib(mem['activations_none'])}) "
-        f"| logits {_gib(mem['logits'])} | total {_gib(mem['total'])} of {hw.gpu_mem_gib:g} -> "
+        f"| logits {_gib(mem['logits'])}{extra} | total {_gib(mem['total'])} of {hw.gpu_mem_gib:g} -> "
         f"{'fits' if plan.fits else 'DOES NOT FIT'}",
-        f"  tokens    {plan.tokens} (rows {d['rows']}, sequences {d['sequences']})   "
-        f"{d['formula']} = {plan.flops}{recompute}",
+        f"  tokens    {plan.tokens} (rows {d['rows']}, {d['unit']} {d['sequences']})   "
+        f"{d['formula']} = {d['policy_flops']}{recompute}",
     ]
+    for f in d["forward"]:
+        lines.append(
+            f"  forward   {f['role']}: {f['spec']} ({_num(f['params'])} parameters), "
+            f"FLOPs = 2N * {f['tokens']} tokens = {f['tokens'] * (2 * f['params'])}"
+        )
+    if plan.rollout is not None:
+        lines += [
+            line.replace("  GiB/GPU  ", "  rollout  ", 1).replace("  tokens   ", "  rollout  ", 1)
+            for line in _generate_lines(plan.rollout, hw)
+        ]
+    if len(d["hours"]) > 1:
+        lines.append("  hours     " + " + ".join(f"{role} {h}" for role, h in d["hours"].items()))
+    return lines
+
+
+_EXTRA_MEMORY = (("frozen", "frozen weights"), ("frozen_logits", "teacher logits"))
 
 
 def _generate_lines(plan: StagePlan, hw: Hardware) -> list[str]:
@@ -794,8 +1273,10 @@ def format_plan(plans: list[StagePlan], hw: Hardware, source: str = "") -> str:
         if plan.kind != "data":
             hours = plan.gpu_hours
             wall = Count(None if hours.value is None else hours.value / hw.world, hours.exact)
-            mfu = hw.mfu if plan.kind == "train" else hw.gen_mfu
-            lines.append(f"  GPU-hours {hours} at MFU {mfu:g}  (wall-clock {wall} h on {hw.world} GPU(s))")
+            mfu = f"{hw.mfu if plan.kind == 'train' else hw.gen_mfu:g}"
+            if plan.rollout is not None:
+                mfu += f" (train) / {hw.gen_mfu:g} (rollout)"
+            lines.append(f"  GPU-hours {hours} at MFU {mfu}  (wall-clock {wall} h on {hw.world} GPU(s))")
             if hours.value is None:
                 unknown.append(plan.step)
             else:

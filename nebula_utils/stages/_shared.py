@@ -10,8 +10,63 @@ from ..config import ConfigError, doc
 BACKENDS = ("auto", "transformers", "vllm")
 
 
+ATTENTION_IMPLEMENTATIONS = ("", "sdpa", "flash_attention_2", "eager")
+
+
 @dataclasses.dataclass
-class SamplingFields:
+class ScaleFields:
+    """Efficiency knobs every training stage shares (20_sft, 31_dpo, 32_kto, 33_rsft, 40_grpo, 50_opd,
+    51_mopd); `nebula plan` reads the same fields."""
+
+    attn_implementation: str = doc(
+        '"" = the library default (transformers picks sdpa) | sdpa | flash_attention_2 (needs the flash-attn '
+        "package and CUDA) | eager (materialises the s x s scores: the planner counts their memory)"
+    )
+    global_batch_size: int = doc(
+        "0 = off; else the optimizer-step batch over all processes, as papers state it (sequences; DPO: pairs; "
+        "GRPO: completions): the per-process knob (gradient_accumulation_steps; GRPO: prompts_per_step) is "
+        "derived = global_batch_size / (per-process unit x processes), an error when it does not divide "
+        "(nebula_utils.train.batch.split_global_batch)"
+    )
+
+    def check_scale(self, unit_key: str = "per_device_train_batch_size") -> None:
+        self.one_of("attn_implementation", ATTENTION_IMPLEMENTATIONS)
+        self.at_least("global_batch_size", 0)
+        unit = getattr(self, unit_key)
+        if self.global_batch_size and self.global_batch_size % unit:
+            raise ConfigError(
+                f"key 'global_batch_size': {self.global_batch_size} is not a multiple of {unit_key} = {unit}"
+            )
+
+    def accumulation(self, processes: int | None = None) -> int:
+        """gradient_accumulation_steps, derived from global_batch_size when set; `processes`: the
+        training processes (None = this job's accelerate world size)."""
+        if not self.global_batch_size:
+            return self.gradient_accumulation_steps
+        from ..train.batch import split_global_batch, world_size
+
+        return split_global_batch(self.global_batch_size, self.per_device_train_batch_size, processes or world_size())
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for from_pretrained: the attention kernel when one is named."""
+        return {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
+
+
+@dataclasses.dataclass
+class EngineFields:
+    """The generation engine's parallelism (stages that sample with make_generator, and GRPO/OPD's vLLM rollouts)."""
+
+    tensor_parallel_size: int = doc(
+        "runtime-only: vLLM: GPUs one engine shards the model over (tensor parallel: weights and kv heads split); "
+        "1 = one GPU per engine. Ignored by the transformers backend. `nebula plan` sizes this step's memory with it"
+    )
+
+    def check_engine(self) -> None:
+        self.at_least("tensor_parallel_size", 1)
+
+
+@dataclasses.dataclass
+class SamplingFields(EngineFields):
     """Generation knobs of the stages that sample from a model (distillation, difficulty grading)."""
 
     backend: str = doc("auto (vLLM when installed and CUDA is present, else transformers) | transformers | vllm")
@@ -25,6 +80,7 @@ class SamplingFields:
     max_new_tokens: int = doc("token budget per answer; longer answers end with finish_reason 'length'")
 
     def check_sampling(self) -> None:
+        self.check_engine()
         self.one_of("backend", BACKENDS)
         self.at_least("batch_size", 0)
         self.at_least("temperature", 0.0)
@@ -47,7 +103,7 @@ class SamplingFields:
 
 
 @dataclasses.dataclass
-class TrainFields:
+class TrainFields(ScaleFields):
     """Optimiser, schedule and LoRA knobs of the stages that train with a TRL trainer (DPO, KTO, RSFT).
 
     Same names, meanings and YAML defaults style as 20_sft, so a pipeline moves a setting between
@@ -78,6 +134,7 @@ class TrainFields:
     )
 
     def check_training(self) -> None:
+        self.check_scale()
         self.above("num_train_epochs", 0.0)
         for key in ("max_samples", "max_steps", "weight_decay"):
             self.at_least(key, 0)
@@ -113,7 +170,7 @@ class TrainFields:
             num_train_epochs=self.num_train_epochs,
             max_steps=self.max_steps if self.max_steps > 0 else -1,
             per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            gradient_accumulation_steps=self.accumulation(),
             learning_rate=self.learning_rate,
             lr_scheduler_type=self.lr_scheduler_type,
             warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps

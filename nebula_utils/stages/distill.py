@@ -70,10 +70,11 @@ def make_generators(cfg: DistillConfig) -> tuple[Any, Any]:
     """(teacher, synthesis model); the same object when synth_model is empty or equal."""
     from ..inference.generation import make_generator
 
-    teacher = make_generator(cfg.teacher, cfg.backend, cfg.device, cfg.batch_size, label="distill")
+    tp = cfg.tensor_parallel_size
+    teacher = make_generator(cfg.teacher, cfg.backend, cfg.device, cfg.batch_size, tp, label="distill")
     if cfg.synthesis == "none" or cfg.synth_model in ("", cfg.teacher):
         return teacher, teacher
-    return teacher, make_generator(cfg.synth_model, cfg.backend, cfg.device, cfg.batch_size, label="synthesize")
+    return teacher, make_generator(cfg.synth_model, cfg.backend, cfg.device, cfg.batch_size, tp, label="synthesize")
 
 
 def synthesize(cfg: DistillConfig, generator: Any, records: list[dict]) -> Any:

@@ -30,6 +30,11 @@ class EvalStageConfig(StageConfig):
         "fast path: rows decoded together (0 = measured once per machine and model); lm-eval's hf model: "
         "its batch size (0 means 8 there)"
     )
+    tensor_parallel_size: int = doc(
+        "runtime-only: vLLM backend (fast path and lm-eval's vllm model): GPUs one engine shards the model over; "
+        "1 = one GPU. "
+        "`nebula plan` sizes this step's memory with it"
+    )
     max_gen_toks: int = doc(
         "cap on generated tokens per item: each task's own budget (lm-eval task YAML; verifiable suite's "
         "per-benchmark max_gen_toks) is capped at this; 0 = each task's own"
@@ -48,6 +53,7 @@ class EvalStageConfig(StageConfig):
         self.at_least("limit", 0)
         self.at_least("max_gen_toks", 0)
         self.at_least("batch_size", 0)
+        self.at_least("tensor_parallel_size", 1)
         self.at_least("num_fewshot", -1)
         self.at_least("bootstrap_resamples", 100)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import LaunchFields
+from ._shared import EngineFields, LaunchFields, ScaleFields
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL 1.16 loss_type values used here
 SCALE_REWARDS = ("group", "batch", "none")
@@ -32,7 +32,7 @@ BANDS = ("easy", "medium", "hard")  # nebula_utils.data.difficulty.LABELS
 
 
 @dataclass
-class GRPOStageConfig(LaunchFields, StageConfig):
+class GRPOStageConfig(ScaleFields, EngineFields, LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/rl_pool"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "rl"}
 
@@ -85,6 +85,8 @@ class GRPOStageConfig(LaunchFields, StageConfig):
 
     def check(self) -> None:
         self.check_launcher()
+        self.check_scale("num_generations")
+        self.check_engine()
         self.all_in("difficulties", BANDS)
         self.one_of("loss_type", LOSS_TYPES)
         self.one_of("scale_rewards", SCALE_REWARDS)
@@ -103,12 +105,8 @@ class GRPOStageConfig(LaunchFields, StageConfig):
             self.at_least(key, 1)
         for key in ("max_prompts", "heldout_prompts", "beta", "format_weight", "weight_decay", "epsilon_high"):
             self.at_least(key, 0)
-        completions = self.prompts_per_step * self.num_generations
-        if completions % self.gradient_accumulation_steps:
-            raise ConfigError(
-                f"key 'gradient_accumulation_steps': {completions} completions per step "
-                f"(prompts_per_step x num_generations) do not split into {self.gradient_accumulation_steps} passes"
-            )
+        if not self.global_batch_size:
+            self.micro_batch(self.prompts_per_step)
         self.above("learning_rate", 0.0)
         self.above("temperature", 0.0)
         self.within("top_p", 0.0, 1.0)
@@ -118,6 +116,26 @@ class GRPOStageConfig(LaunchFields, StageConfig):
         self.within("vllm_gpu_memory_utilization", 0.0, 1.0)
         if self.rollout == "vllm_server" and not self.vllm_server_url:
             raise ConfigError("key 'vllm_server_url': rollout vllm_server needs the server's base URL")
+
+    def step_prompts(self, processes: int | None = None) -> int:
+        """Prompts per process and optimizer step: prompts_per_step, or derived from global_batch_size
+        (completions over all processes) = global_batch_size / (num_generations x processes)."""
+        if not self.global_batch_size:
+            return self.prompts_per_step
+        from ..train.batch import split_global_batch, world_size
+
+        return split_global_batch(self.global_batch_size, self.num_generations, processes or world_size())
+
+    def micro_batch(self, prompts: int) -> int:
+        """Completions per forward/backward pass: the step's prompts x num_generations split into
+        gradient_accumulation_steps passes (an error when they do not split)."""
+        completions = prompts * self.num_generations
+        if completions % self.gradient_accumulation_steps:
+            raise ConfigError(
+                f"key 'gradient_accumulation_steps': {completions} completions per step "
+                f"({prompts} prompts x num_generations) do not split into {self.gradient_accumulation_steps} passes"
+            )
+        return completions // self.gradient_accumulation_steps
 
     def use_cuda(self) -> bool:
         from ..inference.models import pick_device
@@ -148,9 +166,7 @@ class GRPOStageConfig(LaunchFields, StageConfig):
             seed=self.seed,
             data_seed=self.seed,
             max_steps=self.max_steps,
-            per_device_train_batch_size=self.prompts_per_step
-            * self.num_generations
-            // self.gradient_accumulation_steps,
+            per_device_train_batch_size=self.micro_batch(self.step_prompts()),
             gradient_accumulation_steps=self.gradient_accumulation_steps,
             num_generations=self.num_generations,
             learning_rate=self.learning_rate,
@@ -172,6 +188,7 @@ class GRPOStageConfig(LaunchFields, StageConfig):
             vllm_mode="server" if rollout == "vllm_server" else "colocate",
             vllm_server_base_url=self.vllm_server_url or None,
             vllm_gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+            vllm_tensor_parallel_size=self.tensor_parallel_size,  # vllm_colocate: GPUs per engine
             # TRL defaults to checkpointing on; on CPU at 135M it only costs time.
             activation_checkpointing=self.gradient_checkpointing,
             # TRL defaults to bf16=True; fp32 off CUDA (GRPO in bf16 on CPU is unmeasured; 20_sft measures it).

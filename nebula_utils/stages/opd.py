@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import LaunchFields
+from ._shared import EngineFields, LaunchFields, ScaleFields
 
 
 @dataclass
-class OPDStageConfig(LaunchFields, StageConfig):
+class OPDStageConfig(ScaleFields, EngineFields, LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/rl_pool"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "rl"}
     upstream_models: ClassVar[dict[str, str]] = {"teacher": "20_sft/model"}
@@ -56,6 +56,8 @@ class OPDStageConfig(LaunchFields, StageConfig):
     def check(self) -> None:
         self.check_teacher_is_not_the_student()
         self.check_launcher()
+        self.check_scale()
+        self.check_engine()
         for key in ("max_prompts", "num_samples", "top_k", "warmup_ratio", "weight_decay"):
             self.at_least(key, 0)
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length"):
@@ -94,7 +96,9 @@ class OPDStageConfig(LaunchFields, StageConfig):
             data_seed=self.seed,
             max_steps=max_steps,
             per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            gradient_accumulation_steps=self.accumulation(),
+            # vLLM rollouts (trl_overrides use_vllm: true, vllm_mode: colocate): GPUs per student engine
+            vllm_tensor_parallel_size=self.tensor_parallel_size,
             learning_rate=self.learning_rate,
             lr_scheduler_type=self.lr_scheduler_type,
             warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
@@ -124,7 +128,7 @@ def budget_table(cfg: OPDStageConfig, prompts: int) -> Any:
 
     from ..train.distill import sample_budget
 
-    b = sample_budget(cfg.num_samples or prompts, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps)
+    b = sample_budget(cfg.num_samples or prompts, cfg.per_device_train_batch_size, cfg.accumulation(1))
     return pd.Series(
         {
             "prompts": prompts,

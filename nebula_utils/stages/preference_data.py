@@ -95,7 +95,14 @@ def sample_on_policy(cfg: PreferenceDataConfig, rows: list[dict], schema: str) -
         records = prompt_records_from_groups(rows)
     else:
         records = prompt_records(rows, schema)  # iterates rows: a list works as a Dataset
-    generator = make_generator(cfg.policy, cfg.backend, cfg.device, cfg.batch_size, label="preference: sample")
+    generator = make_generator(
+        cfg.policy,
+        cfg.backend,
+        cfg.device,
+        cfg.batch_size,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        label="preference: sample",
+    )
     groups = on_policy_groups(generator, records, cfg.sampling(cfg.k, logprobs=True), cfg.verifier_workers)
     return groups, generator
 

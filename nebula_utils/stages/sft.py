@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import LaunchFields
+from ._shared import LaunchFields, ScaleFields
 
 BF16_SETTINGS = ("auto", True, False)
 
 
 @dataclass
-class SFTStageConfig(LaunchFields, StageConfig):
+class SFTStageConfig(ScaleFields, LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/base"}
     builtin_inputs: ClassVar[dict[str, str]] = {"data": "sft"}
 
@@ -66,6 +66,7 @@ class SFTStageConfig(LaunchFields, StageConfig):
 
     def check(self) -> None:
         self.check_launcher()
+        self.check_scale()
         self.one_of("bf16", BF16_SETTINGS)
         self.above("num_train_epochs", 0.0)
         for key in ("max_samples", "max_steps", "warmup_ratio", "weight_decay", "save_steps"):
@@ -110,7 +111,7 @@ class SFTStageConfig(LaunchFields, StageConfig):
             num_train_epochs=self.num_train_epochs,
             max_steps=self.max_steps if self.max_steps > 0 else -1,
             per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            gradient_accumulation_steps=self.accumulation(),
             learning_rate=self.learning_rate,
             lr_scheduler_type=self.lr_scheduler_type,
             warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps

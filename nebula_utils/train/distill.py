@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io import atomic_write_json
+from .batch import world_size
 
 
 class TokenizerMismatch(ValueError):
@@ -41,13 +41,6 @@ class Budget:
     @property
     def samples(self) -> int:
         return self.max_steps * self.samples_per_step
-
-
-def world_size() -> int:
-    """Training processes of this job: `accelerate launch` / torchrun set WORLD_SIZE in every
-    process; 1 in a notebook kernel. Each process samples its own batch, so a step trains on
-    per-device batch x accumulation x this many samples."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def sample_budget(
@@ -134,12 +127,12 @@ def check_shared_tokenizer(student: str, teachers: Mapping[str, str]) -> None:
             )
 
 
-def load_causal_lm(spec: str, dtype: str = "auto"):
+def load_causal_lm(spec: str, dtype: str = "auto", **kwargs: Any):
     from transformers import AutoModelForCausalLM
 
     from ..inference.models import resolve_model_path
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), dtype=dtype)
+    return AutoModelForCausalLM.from_pretrained(resolve_model_path(spec), dtype=dtype, **kwargs)
 
 
 def student_tokenizer(spec: str):
@@ -164,12 +157,12 @@ def train_opd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     check_shared_tokenizer(cfg.model, {"teacher": cfg.teacher})
     prompts = load_prompts(cfg.data, cfg.max_prompts, cfg.seed)
     budget = sample_budget(
-        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world_size()
+        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.accumulation(), world_size()
     )
     tokenizer = student_tokenizer(cfg.model)
     trainer = DistillationTrainer(
-        model=load_causal_lm(cfg.model),
-        teacher_model=load_causal_lm(cfg.teacher),
+        model=load_causal_lm(cfg.model, **cfg.model_kwargs()),
+        teacher_model=load_causal_lm(cfg.teacher, **cfg.model_kwargs()),
         args=cfg.to_trl(Path(run_dir) / "checkpoints", budget.max_steps),
         train_dataset=prompts,
         processing_class=tokenizer,

@@ -271,16 +271,16 @@ def build_trainer(cfg: Any, run_dir: str | Path, train_ds, model=None):
     from ..inference.models import load_tokenizer, resolve_model_path
     from ..verifiers.rewards import VerifierReward, make_reward_funcs
 
-    if len(train_ds) < cfg.prompts_per_step:  # TRL's RepeatSampler drops incomplete batches of prompts
+    if len(train_ds) < cfg.step_prompts():  # TRL's RepeatSampler drops incomplete batches of prompts
         raise ValueError(
-            f"the training pool has {len(train_ds)} prompts, fewer than prompts_per_step={cfg.prompts_per_step}: "
+            f"the training pool has {len(train_ds)} prompts, fewer than prompts_per_step={cfg.step_prompts()}: "
             "no full step can be formed; lower prompts_per_step or heldout_prompts, or widen difficulties"
         )
     funcs, weights = make_reward_funcs(cfg.reward_weights, cfg.format_weight, workers=cfg.verifier_workers)
     tokenizer = load_tokenizer(cfg.model)
     if model is None:
         dtype = "auto" if cfg.use_cuda() else "float32"  # fp32 on CPU, as the trainer config (stages/grpo.py)
-        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype=dtype, **cfg.model_kwargs())
     return trainer_class()(
         model=model,
         reward_funcs=funcs,
@@ -308,7 +308,10 @@ def train_grpo(trainer, cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     n_steps = max(1, len(steps))
     # prompts_per_step is per process: under `accelerate launch` every process samples its own prompts
     completions = (
-        trainer.state.global_step * cfg.prompts_per_step * cfg.num_generations * trainer.accelerator.num_processes
+        trainer.state.global_step
+        * cfg.step_prompts(trainer.accelerator.num_processes)
+        * cfg.num_generations
+        * trainer.accelerator.num_processes
     )
     runtime = result.metrics.get("train_runtime", 0.0)
     metrics: dict[str, Any] = {
@@ -386,7 +389,7 @@ def sample_and_score(model, tokenizer, ds, cfg: Any, label: str) -> list[dict[st
     if not len(ds):
         return []
     # As many sequences per generate call as one training step samples (prompts x samples each).
-    per_call = max(1, cfg.prompts_per_step * cfg.num_generations // cfg.heldout_samples)
+    per_call = max(1, cfg.step_prompts() * cfg.num_generations // cfg.heldout_samples)
     generator = TransformersGenerator(model, tokenizer, batch_size=per_call)
     generator.progress_label = "grpo: held-out"
     params = SamplingParams(

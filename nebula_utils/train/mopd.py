@@ -255,6 +255,7 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     """MOPD with local teachers (`cfg`: nebula_utils.stages.mopd.MOPDStageConfig): save the student
     to <run_dir>/model, the log to train_log.json; return metrics incl. per-teacher samples."""
     from ..inference.models import pick_device
+    from .batch import world_size
     from .distill import (
         check_shared_tokenizer,
         load_causal_lm,
@@ -262,7 +263,6 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
         run_and_save,
         sample_budget,
         student_tokenizer,
-        world_size,
     )
     from .progress import ProgressCallback
 
@@ -271,12 +271,12 @@ def train_mopd(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     used = {tid: specs[tid] for tid in dict.fromkeys(prompts["teacher_id"])}
     check_shared_tokenizer(cfg.model, used)
     budget = sample_budget(
-        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, world_size()
+        cfg.num_samples or len(prompts), cfg.per_device_train_batch_size, cfg.accumulation(), world_size()
     )
     tokenizer = student_tokenizer(cfg.model)
     pool = TeacherPool(used, pick_device(cfg.device), cfg.max_resident_teachers, cfg.teacher_offload)
     trainer = MOPDTrainer(
-        model=load_causal_lm(cfg.model),
+        model=load_causal_lm(cfg.model, **cfg.model_kwargs()),
         args=cfg.to_trl(Path(run_dir) / "checkpoints", budget.max_steps),
         train_dataset=prompts,
         processing_class=tokenizer,

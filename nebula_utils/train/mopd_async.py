@@ -36,7 +36,7 @@ def async_config(cfg: Any, output_dir: str | Path, prompts: int) -> Any:
         num_train_epochs=(cfg.num_samples or prompts) / prompts,
         max_steps=-1,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_accumulation_steps=cfg.accumulation(),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler_type,
         warmup_steps=cfg.warmup_ratio,
@@ -75,6 +75,6 @@ def train_mopd_async(cfg: Any, run_dir: str | Path) -> dict[str, Any]:
     trainer = AsyncDistillationTrainer(
         model=resolve_model_path(cfg.model), args=args, train_dataset=prompts, processing_class=tokenizer
     )
-    per_step = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    per_step = cfg.per_device_train_batch_size * cfg.accumulation()
     budget = Budget(cfg.num_samples or len(prompts), per_step, -(-(cfg.num_samples or len(prompts)) // per_step))
     return run_and_save(trainer, tokenizer, run_dir, budget, len(prompts), cfg, "51_mopd")

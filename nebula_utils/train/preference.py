@@ -94,10 +94,12 @@ def _load_models(cfg: Any) -> tuple[Any, Any, Any]:
     from ..inference.models import load_tokenizer, resolve_model_path
 
     tokenizer = load_tokenizer(cfg.model)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype="auto", **cfg.model_kwargs())
     ref = None
     if cfg.ref_model:
-        ref = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.ref_model), dtype="auto")
+        ref = AutoModelForCausalLM.from_pretrained(
+            resolve_model_path(cfg.ref_model), dtype="auto", **cfg.model_kwargs()
+        )
     return model, ref, tokenizer
 
 

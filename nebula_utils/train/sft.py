@@ -151,7 +151,7 @@ def prepare_sft(cfg: Any, run_dir: str | Path) -> SFTJob:
     bf16, why_bf16 = resolve_bf16(cfg.bf16, "cuda" if cfg.use_cuda() else "cpu")
     tokenizer = load_tokenizer(cfg.model)
     check_template(tokenizer, cfg.model, cfg.assistant_only_loss)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(cfg.model), dtype="auto", **cfg.model_kwargs())
     check_packing_attention(model, cfg.packing)
     model_flops = flops_per_token(model, lora=cfg.use_lora)
     dataset = load_sft_dataset(cfg.data, cfg.max_samples, cfg.seed)

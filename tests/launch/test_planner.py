@@ -466,3 +466,187 @@ def test_sft_rows_are_read_from_existing_data(tmp_path, qwen3_8b):
         (sft,) = plan_pipeline(path, Hardware(gpus=2), tmp_path / "results")
         assert sft.details["sequences"] == sequences  # 20_sft.yaml: batch 4, 1 epoch; 2 GPUs
         assert sft.tokens == Count(sequences.value * 512, False)
+
+
+# ---- the 8B recipes: DPO, GRPO, OPD and MOPD steps against hand calculations ------------------------
+
+PEAK = 989e12  # Hardware() defaults: H100 SXM dense BF16, MFU 0.4 (train) / 0.1 (generate), 8 GPUs, ZeRO-3
+N_GPU = 8
+
+
+def recipe(name: str) -> str:
+    return str(Path(__file__).parents[2] / "params" / "pipelines" / f"{name}.yaml")
+
+
+def plan_recipe(name: str, tmp_path) -> dict:
+    return {p.step: p for p in plan_pipeline(recipe(name), Hardware(), tmp_path / "results")}
+
+
+def hours(flops: float, mfu: float = 0.4) -> float:
+    return flops / (mfu * PEAK) / 3600
+
+
+def layer_tokens_bytes(h, a, kv, d, ffn, qk_norm=True) -> int:
+    """Bytes autograd saves per token in one bf16 decoder layer (the SFT hand count above): two
+    RMSNorms ~8h each, q/k norms (Qwen3) ~6 bytes per q/k element, q/k/v/o 4 bytes per element, SwiGLU 8i."""
+    qk = a * d + kv * d
+    return 2 * (8 * h) + (6 * qk if qk_norm else 0) + 4 * qk + 8 * ffn
+
+
+def model_states(p: int) -> float:
+    """Mixed-precision AdamW under ZeRO-3 on 8 GPUs: (2 + 2 + 12) bytes per parameter / 8."""
+    return 16 * p / N_GPU
+
+
+# Llama-3.1-8B (Tülu 3's base; config: h 4096, L 32, 32 heads, 8 kv, head_dim 128, i 14336, V 128256).
+LH, LL, LFFN, LV = 4096, 32, 14336, 128256
+L_LAYER = LH * A * D + 2 * LH * KV * D + A * D * LH + 3 * LH * LFFN + 2 * LH
+P_LLAMA = 2 * LV * LH + LL * L_LAYER + LH  # 8,030,261,248 (model card: 8.03B)
+# Qwen3-32B (h 5120, L 64, 64 heads, 8 kv, head_dim 128, i 25600, V 151936, untied).
+Q32_LAYER = 5120 * 64 * D + 2 * 5120 * KV * D + 64 * D * 5120 + 3 * 5120 * 25600 + 2 * 5120 + 2 * D
+P_32B = 2 * V * 5120 + 64 * Q32_LAYER + 5120
+
+
+def test_plan_tulu3_dpo_step_matches_hand_calculation(tmp_path):
+    plans = plan_recipe("tulu3_8b", tmp_path)
+    dpo = plans["31_dpo_tulu3"]
+    assert dpo.model["params"] == P_LLAMA == 8_030_261_248
+    # global_batch_size 128 pairs on 8 GPUs, 1 pair per GPU: accumulation 16 (derived)
+    assert dpo.details["global_batch"] == 128 and dpo.details["micro_batch"] == 2  # chosen + rejected
+    # pairs <= 10_data_sft_mix's rl prompts: 3 math tasks x 2000 + 4000 IF + 5000 GSM8K (its 74 HumanEval
+    # train problems all go to SFT) = 15,000; 1 epoch; 2 sequences of <= 2048 tokens per pair.
+    tokens = 15000 * 2 * 2048
+    assert not dpo.tokens.exact and within(dpo.tokens.value, tokens)
+    # policy 6N per token (x 8/6 with full recompute) + reference forward 2N per token, at MFU 0.4
+    assert within(dpo.gpu_hours.value, hours(6 * P_LLAMA * tokens * 8 / 6 + 2 * P_LLAMA * tokens))  # 3.5
+    assert within(dpo.flops.value, 8 * P_LLAMA * tokens)
+    s = 2 * 2048  # two sequences per forward pass
+    hand = {
+        "weights": 2 * P_LLAMA / N_GPU,
+        "optimizer": 12 * P_LLAMA / N_GPU,
+        "gathered": 2 * (2 * LV * LH + 2 * L_LAYER),
+        "activations": 2 * s * LH * LL + s * layer_tokens_bytes(LH, A, KV, D, LFFN, qk_norm=False) + 4 * s * LV,
+        "logits": s * LV * (2 + 4),
+        "frozen": 2 * P_LLAMA / N_GPU,  # the reference: bf16 weights sharded by ZeRO-3, no grads or optimizer
+    }
+    for key, value in hand.items():
+        assert within(dpo.memory[key], value), (key, dpo.memory[key] / GIB, value / GIB)
+    total = model_states(P_LLAMA) + sum(hand[k] for k in ("gathered", "activations", "logits", "frozen"))
+    assert within(dpo.memory["total"], total) and dpo.fits  # ~26 GiB
+
+
+def test_plan_grpo_step_matches_hand_calculation(tmp_path):
+    grpo = plan_recipe("nebula8b_instruct", tmp_path)["40_grpo_instruct"]
+    assert grpo.model["params"] == P_8B  # the built-in table row = the config written above
+    # 8 prompts x 16 generations per GPU, 8 GPUs, 500 steps; each completion <= 512 prompt + 2048 new tokens
+    completions, seq = 500 * 8 * N_GPU * 16, 512 + 2048
+    tokens = completions * seq
+    assert within(grpo.tokens.value, tokens) and grpo.details["micro_batch"] == 4  # 128 / 32 passes
+    generated = completions * 2048 + 64 * 4 * 2 * 2048 + 500 * 8 * N_GPU * 512  # + held-out + prompts
+    assert within(grpo.rollout.tokens.value, generated)
+    # policy 6N (x 8/6 recompute) + old-policy log-probs 2N (vLLM importance correction) + reference 2N
+    # (beta 0.04) at MFU 0.4; rollouts 2N per token at MFU 0.1
+    expected = hours(6 * P_8B * tokens * 8 / 6 + 4 * P_8B * tokens) + hours(2 * P_8B * generated, 0.1)
+    assert within(grpo.gpu_hours.value, expected)  # ~140 GPU-hours
+    s = 4 * seq  # 4 completions per pass; logits only for their 4 x 2048 completion tokens
+    act = 2 * s * H * L + s * layer_tokens_bytes(H, A, KV, D, FFN) + 4 * 4 * 2048 * V
+    assert within(grpo.memory["activations"], act)
+    assert within(grpo.memory["logits"], 4 * 2048 * V * 6)
+    vllm = 0.3 * 80 * GIB  # vllm_gpu_memory_utilization x GPU memory, reserved for the run
+    total = model_states(P_8B) + 2 * (2 * EMBED + 2 * LAYER) + act + 4 * 2048 * V * 6 + 2 * P_8B / N_GPU + vllm
+    assert within(grpo.memory["total"], total) and grpo.fits  # ~58 GiB of 80
+    # vLLM's share holds the 8B weights (15.3 GiB) and KV for (24 - 15.3) GiB / (2560 x 144 KiB) sequences
+    assert grpo.rollout.memory["max_sequences"] == int((vllm - 2 * P_8B) // (2 * L * KV * D * 2 * seq))
+
+
+def test_plan_opd_step_matches_hand_calculation(tmp_path):
+    opd = plan_recipe("nebula8b_opd", tmp_path)["50_opd"]
+    assert opd.model["params"] == P_8B
+    teacher = opd.details["forward"][0]
+    assert teacher["params"] == P_32B == 32_762_123_264
+    # 4096 samples (the paper's "4K"), 2 per GPU x 8 accumulation (global_batch_size 128) x 8 GPUs = 32 steps
+    samples, seq = 4096, 512 + 2048
+    tokens = samples * seq
+    assert opd.details["sequences"].value == samples and within(opd.tokens.value, tokens)
+    generated = samples * 2048 + samples * 512
+    expected = hours(8 * P_8B * tokens + 2 * P_32B * tokens) + hours(2 * P_8B * generated, 0.1)
+    assert within(opd.gpu_hours.value, expected)  # ~1.4 GPU-hours
+    s = 2 * seq
+    act = 2 * s * H * L + s * layer_tokens_bytes(H, A, KV, D, FFN) + 4 * s * V
+    teacher_mem = 2 * P_32B / N_GPU  # the 32B teacher in bf16, sharded by ZeRO-3: 7.6 GiB
+    logits = s * V * 6  # student's, and the teacher's for the divergence
+    total = model_states(P_8B) + 2 * (2 * EMBED + 2 * LAYER) + act + 2 * logits + teacher_mem + 0.3 * 80 * GIB
+    assert within(opd.memory["frozen"], teacher_mem) and within(opd.memory["total"], total) and opd.fits
+
+
+def test_plan_mopd_step_matches_hand_calculation(tmp_path):
+    mopd = plan_recipe("nebula8b_mopd", tmp_path)["51_mopd"]
+    assert mopd.model["params"] == P_8B and len(mopd.details["teachers"]) == 4
+    samples, seq = 10240, 512 + 2048  # "10K samples": 80 steps of 4 x 4 x 8
+    tokens = samples * seq
+    generated = samples * (2048 + 512)
+    # four 8B teachers: every sample is scored by one of them, 2N per token whatever the routing
+    expected = hours(8 * P_8B * tokens + 2 * P_8B * tokens) + hours(2 * P_8B * generated, 0.1)
+    assert mopd.flops.exact is False and within(mopd.gpu_hours.value, expected)  # ~2.7 GPU-hours
+    s = 4 * seq
+    act = 2 * s * H * L + s * layer_tokens_bytes(H, A, KV, D, FFN) + 4 * s * V
+    teacher_mem = 2 * P_8B  # local backend: one resident teacher, whole, on every GPU (16 GB)
+    # the student generates in the step: ZeRO-3 gathers its full bf16 weights + KV for 4 sequences
+    rollout = 2 * P_8B + 4 * seq * 2 * L * KV * D * 2
+    total = model_states(P_8B) + 2 * (2 * EMBED + 2 * LAYER) + teacher_mem + max(act + 2 * s * V * 6, rollout)
+    assert within(mopd.memory["frozen"], teacher_mem) and within(mopd.memory["total"], total) and mopd.fits
+
+
+FULL_SCALE = ("nebula8b_instruct", "nebula8b_reasoning", "nebula8b_opd", "nebula8b_mopd", "tulu3_8b")
+DATA_ONLY = {"00_environment", "81_ablation_sft_stages", "82_ablation_grpo_difficulty", "90_report"}
+DATA_ONLY |= {"83_ablation_grpo_vs_opd", "84_ablation_opd_vs_mopd"}
+
+
+@pytest.mark.parametrize("name", FULL_SCALE)
+def test_every_training_and_generation_step_of_a_full_scale_recipe_has_a_compute_model(name, tmp_path, capsys):
+    assert main(["plan", recipe(name), "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("\n\n")[1:-1]
+    for block in blocks:
+        stage = block.split("[", 1)[1].split(",", 1)[0]
+        if "no compute model" in block:
+            assert stage in DATA_ONLY, block
+        if stage in ("20_sft", "31_dpo", "32_kto", "33_rsft", "40_grpo", "50_opd", "51_mopd"):
+            assert "  train\n" in block.splitlines()[0] + "\n" and "GPU-hours" in block, block
+    assert "GPU-hours unknown" not in "\n".join(b for b in blocks if "] train" in b)
+
+
+def test_step_tensor_parallel_size_replaces_tp_and_attention_eager_adds_scores(tmp_path, qwen3_8b):
+    plans = plan_recipe("nebula8b_instruct", tmp_path)
+    distill = plans["11_distill"]  # tensor_parallel_size 8: Qwen3-32B's weights and kv heads split over 8 GPUs
+    assert within(distill.memory["weights"], 2 * P_32B / 8)
+    assert distill.memory["kv_per_token"] == 2 * 64 * (KV // 8) * D * 2
+    doc = {
+        "pipeline": "attn",
+        "steps": [
+            {"notebook": "20_sft", "params": {"model": str(qwen3_8b), "max_steps": 1, "attn_implementation": a}}
+            for a in ("sdpa", "eager")
+        ],
+    }
+    doc["steps"][1]["name"] = "20_sft_eager"
+    path = tmp_path / "attn.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    sdpa, eager = plan_pipeline(path, Hardware(), tmp_path / "results")
+    # eager keeps the fp32 softmax and its bf16 copy, (4 + 2) * a * s bytes per token per layer (Korthikanti's
+    # 5as/h term), and k, v repeated to every query head (2 bytes x 2 x (a - kv) x head_dim) in place of GQA's
+    s = 512  # 20_sft.yaml max_length, batch 4
+    extra = 4 * s * L * ((4 + 2) * A * s + 2 * 2 * (A - KV) * D)
+    assert within(eager.memory["activations_none"] - sdpa.memory["activations_none"], extra, 0.05)
+
+
+def test_global_batch_size_derives_accumulation_from_the_planned_gpus(tmp_path, qwen3_8b):
+    doc = {
+        "pipeline": "gb",
+        "steps": [{"notebook": "20_sft", "params": {"model": str(qwen3_8b), "max_steps": 2, "global_batch_size": 96}}],
+    }
+    path = tmp_path / "gb.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    (sft,) = plan_pipeline(path, Hardware(gpus=8), tmp_path / "results")  # 20_sft.yaml: batch 4 -> 96 / 32 = 3
+    assert sft.details["global_batch"] == 96 and sft.details["sequences"] == Count(2 * 96)
+    with pytest.raises(ConfigError, match=r"gb\.yaml: step '20_sft': key 'global_batch_size': 96 does not divide"):
+        plan_pipeline(path, Hardware(gpus=5), tmp_path / "results")

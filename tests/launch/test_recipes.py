@@ -14,6 +14,7 @@ from nebula_utils.config import RUNTIME_KEYS
 from nebula_utils.launch.planner import GIB, Hardware, plan_pipeline
 from nebula_utils.paths import PARAMS_DIR
 from nebula_utils.pipeline import load_pipeline
+from nebula_utils.train.batch import split_global_batch
 
 RECIPES = ["nebula8b_instruct", "nebula8b_reasoning", "nebula8b_opd", "nebula8b_mopd", "tulu3_8b"]
 
@@ -42,7 +43,8 @@ def test_tulu3_values_are_the_published_ones(tmp_path):
     assert s["00_environment"]["models"] == ["meta-llama/Llama-3.1-8B"]
     assert (sft["learning_rate"], sft["num_train_epochs"], sft["max_length"]) == (5e-6, 2.0, 4096)
     assert (sft["lr_scheduler_type"], sft["warmup_ratio"]) == ("linear", 0.03)
-    assert sft["per_device_train_batch_size"] * sft["gradient_accumulation_steps"] * Hardware().world == 128
+    assert sft["global_batch_size"] == 128  # accumulation derived: 128 / (1 x 8 GPUs) = 16
+    assert split_global_batch(128, sft["per_device_train_batch_size"], Hardware().world) == 16
     assert (dpo["loss_type"], dpo["beta"], dpo["learning_rate"], dpo["max_length"]) == (
         "sigmoid_norm",
         5.0,
@@ -50,7 +52,7 @@ def test_tulu3_values_are_the_published_ones(tmp_path):
         2048,
     )
     assert (dpo["num_train_epochs"], dpo["warmup_ratio"]) == (1.0, 0.1)
-    assert dpo["per_device_train_batch_size"] * dpo["gradient_accumulation_steps"] * Hardware().world == 128
+    assert dpo["global_batch_size"] == 128
     assert (rl["beta"], rl["learning_rate"]) == (0.05, 3e-7)
 
 
