@@ -70,7 +70,12 @@ print(run.run_id, run.run_dir)
 selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, schemas=("rl",))
 rows = list(selected)
 policy = make_generator(
-    cfg.policy, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=cfg.tensor_parallel_size
+    cfg.policy,
+    cfg.backend,
+    cfg.device,
+    cfg.batch_size,
+    tensor_parallel_size=cfg.tensor_parallel_size,
+    label="grade",
 )
 graded = grade(
     policy,
