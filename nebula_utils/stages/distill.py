@@ -71,10 +71,14 @@ def make_generators(cfg: DistillConfig) -> tuple[Any, Any]:
     from ..inference.generation import make_generator
 
     tp = cfg.tensor_parallel_size
-    teacher = make_generator(cfg.teacher, cfg.backend, cfg.device, cfg.batch_size, tp, label="distill")
+    teacher = make_generator(
+        cfg.teacher, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=tp, label="distill"
+    )
     if cfg.synthesis == "none" or cfg.synth_model in ("", cfg.teacher):
         return teacher, teacher
-    return teacher, make_generator(cfg.synth_model, cfg.backend, cfg.device, cfg.batch_size, tp, label="synthesize")
+    return teacher, make_generator(
+        cfg.synth_model, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=tp, label="synthesize"
+    )
 
 
 def synthesize(cfg: DistillConfig, generator: Any, records: list[dict]) -> Any:
