@@ -91,8 +91,10 @@ def test_item_progress_is_throttled_and_always_writes_the_last_item(tmp_path, mo
     monkeypatch.setenv(PROGRESS_ENV, str(log))
     progress = ItemProgress("eval rg_chain_sum", every_s=3600)
     for done in range(1, 11):
-        progress(done, 10, tokens=5)
+        progress(done, 10, tokens=5 * done)
     (line,) = log.read_text().splitlines()  # nine throttled, the tenth (the last) written
     assert line.startswith("eval rg_chain_sum 10/10 · ") and " tok/s · ETA 0m00s" in line
     ItemProgress("x", every_s=0)(1, 4, tokens=0)
     assert log.read_text().splitlines()[-1].startswith("x 1/4 · ETA ")  # no tokens counted: no rate
+    ItemProgress("y", every_s=0)(1, 100, tokens=7)
+    assert log.read_text().splitlines()[-1].endswith("· ETA --")  # under 5% done: no estimate yet

@@ -244,7 +244,9 @@ class ContinuousBatcher:
         samples: int = 1,
         progress: Callable[[int, int, int], None] | None = None,
     ) -> list[list[Row]]:
-        """`samples` completions for each tokenized prompt, in input order."""
+        """`samples` completions for each tokenized prompt, in input order. `progress(done, total,
+        generated)` is called after every decode step: completions finished, completions asked
+        for, tokens generated so far (finished and in-flight rows)."""
         self.opts, self.prompts, self.progress = opts, prompts, progress
         self.warp = None if opts.greedy else warpers(opts)
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: the edge only grows
@@ -252,6 +254,7 @@ class ContinuousBatcher:
         self.queue.reverse()  # pop() from the end
         self.total = len(self.queue)
         self.done: list[Row] = []
+        self.generated = 0
         rows = min(self.max_rows, self.total)
         longest = max((len(p) for p in prompts), default=1)
         self.slab = Slab(self.model, rows, longest + CHUNK)
@@ -355,8 +358,9 @@ class ContinuousBatcher:
             if tok in self.eos_ids or len(row.tokens) >= self.opts.max_new_tokens:
                 self.slots[slot] = None
                 self.done.append(row)
-                if self.progress:
-                    self.progress(len(self.done), self.total, len(row.tokens))
+        self.generated += len(rows)
+        if self.progress:
+            self.progress(len(self.done), self.total, self.generated)
 
     def _shrink(self) -> None:
         """Queue empty and at most half the slots live: drop the dead rows from the cache."""

@@ -214,7 +214,7 @@ class TransformersGenerator(_Base):
         self.stats = GenerationStats()
         self.tuning: dict[str, Any] | None = None
         self.fallback_reason = ""
-        # Called as (done, total, tokens of the finished completion) while the engine decodes; the
+        # Called as (done, total, tokens generated so far) after each decode step; the
         # default writes throttled `generate 120/480 · 96 tok/s · ETA 3m10s` lines that `nebula run`
         # echoes (a 15-minute distillation step printed nothing before). None = silent.
         self.on_progress: Any = "default"
