@@ -54,6 +54,7 @@ lora_alpha: int = 32
 lora_dropout: float = 0.05
 lora_target_modules: list = []
 gradient_checkpointing: bool = False
+bf16: str = "auto"  # or true / false
 attn_implementation: str = ""
 logging_steps: int = 1
 trl_overrides: dict = {}

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..config import ConfigError, doc
 
+BF16_SETTINGS = ("auto", True, False)  # a training stage's `bf16` key
+
 BACKENDS = ("auto", "transformers", "vllm")
 
 
@@ -128,6 +130,10 @@ class TrainFields(ScaleFields):
     lora_dropout: float = doc("dropout on the LoRA path")
     lora_target_modules: list[str] = doc("module names to adapt; [] = all linear layers")
     gradient_checkpointing: bool = doc("recompute activations in backward: less memory, ~30% more compute")
+    bf16: bool | str = doc(
+        "bf16 autocast: auto (CUDA with bf16; a CPU with amx_bf16/avx512_bf16 whose measured bf16 matmul is "
+        ">= 1.5x fp32, as 20_sft decides: nebula_utils.train.throughput.resolve_bf16) | true | false (fp32)"
+    )
     logging_steps: int = doc("runtime-only: log the training curves every this many steps")
     trl_overrides: dict[str, Any] = doc(
         "any other field of the stage's TRL config, checked by name when the trainer is built"
@@ -145,6 +151,7 @@ class TrainFields(ScaleFields):
             self.at_least(key, 1)
         self.at_least("lora_alpha", 1)
         self.at_least("logging_steps", 1)
+        self.one_of("bf16", BF16_SETTINGS)
 
     def use_cuda(self) -> bool:
         from ..inference.models import pick_device
@@ -161,6 +168,8 @@ class TrainFields(ScaleFields):
                 f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} "
                 f"field '{unknown[0]}'"
             )
+        from ..train.throughput import resolve_bf16
+
         cuda = self.use_cuda()
         kwargs: dict[str, Any] = dict(
             output_dir=str(output_dir),
@@ -177,9 +186,9 @@ class TrainFields(ScaleFields):
             weight_decay=self.weight_decay,
             activation_checkpointing=self.gradient_checkpointing,  # TRL defaults it on; transformers 5 name
             logging_steps=self.logging_steps,
-            # TRL defaults to bf16=True. Off CUDA fp32: only 20_sft decides bf16 on CPU from flags and a measured
-            # matmul (train/throughput.resolve_bf16); this trainer's bf16 speed and loss on CPU are unmeasured.
-            bf16=cuda,
+            # TRL defaults to bf16=True; decided per machine from flags and a measured matmul, as in 20_sft.
+            # Measured on the demo's DPO (SmolLM2-135M, 2 cores): fp32 ran at 50-72 tokens/s.
+            bf16=resolve_bf16(self.bf16, "cuda" if cuda else "cpu")[0],
             use_cpu=not cuda,
             report_to="none",
             save_strategy="no",  # the stage saves the final model itself, atomically

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import LaunchFields, ScaleFields
+from ._shared import BF16_SETTINGS, LaunchFields, ScaleFields
 
-BF16_SETTINGS = ("auto", True, False)
 
 
 @dataclass
