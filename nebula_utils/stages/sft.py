@@ -17,7 +17,6 @@ from ..config import ConfigError, StageConfig, doc
 from ._shared import BF16_SETTINGS, LaunchFields, ScaleFields
 
 
-
 @dataclass
 class SFTStageConfig(ScaleFields, LaunchFields, StageConfig):
     upstream: ClassVar[dict[str, str]] = {"data": "16_curriculum/base"}

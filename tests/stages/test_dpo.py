@@ -26,6 +26,21 @@ def test_bad_values_fail_when_the_config_is_built(stage_config, over, match):
         stage_config("31_dpo", **over)
 
 
+@pytest.mark.parametrize("stage", ["31_dpo", "32_kto"])
+def test_bf16_is_decided_per_machine_like_sft(stage_config, monkeypatch, tmp_path, stage):
+    """bf16: false/true are obeyed; auto follows train.throughput.resolve_bf16 (CPU flags + a measured
+    matmul), never TRL's default bf16=True."""
+    from nebula_utils.train import throughput
+
+    assert stage_config(stage, bf16=False, device="cpu").to_trl(tmp_path).bf16 is False
+    assert stage_config(stage, bf16=True, device="cpu").to_trl(tmp_path).bf16 is True
+    for verdict in (False, True):
+        monkeypatch.setattr(throughput, "resolve_bf16", lambda setting, device, threads=None, v=verdict: (v, "test"))
+        assert stage_config(stage, device="cpu").to_trl(tmp_path).bf16 is verdict
+    with pytest.raises(Exception, match="key 'bf16'"):
+        stage_config(stage, bf16="fast")
+
+
 def test_the_reference_is_the_starting_model_unless_given(stage_config):
     assert stage_config("31_dpo", model="tiny-random").reference() == "tiny-random"
     assert stage_config("31_dpo", model="a", ref_model="b").reference() == "b"
