@@ -196,7 +196,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from nebula_utils.inference.models import load_tokenizer, resolve_model_path
-    from nebula_utils.train.throughput import count_params, measure_matmul_peak, native_cpu_bf16
+    from nebula_utils.train.throughput import count_params, measure_matmul_peak, native_cpu_bf16, remember_peak
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -211,6 +211,8 @@ def main() -> None:
     params = count_params(base)
     del base
     peaks = {p: measure_matmul_peak(p, threads=args.threads) for p in ("float32", "bfloat16")}
+    for dtype, flops in peaks.items():  # training runs read their MFU against the best peak seen here
+        remember_peak(dtype, flops, args.threads)
     print(
         f"{len(rows)} {args.data} rows; {MODEL}: {params / 1e6:.1f}M params; {args.threads} threads; "
         f"bf16 flags: {native_cpu_bf16() or 'none'}; matmul peak (CPU time): "

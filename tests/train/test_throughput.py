@@ -47,6 +47,15 @@ def test_peak_is_measured_once_and_cached(cache):
     assert not T.peak_flops("float32", threads=1, n=256, refresh=True)["cached"]
 
 
+def test_the_cache_keeps_the_best_peak_seen(cache):
+    """A peak is a maximum: a lower reading (a busy neighbour) never replaces a higher one."""
+    kept = T.remember_peak("bfloat16", 6.5e11, threads=2, n=256)
+    assert kept["flops_per_s"] == 6.5e11
+    assert T.remember_peak("bfloat16", 4.0e11, threads=2, n=256)["flops_per_s"] == 6.5e11
+    assert T.remember_peak("bfloat16", 8.1e11, threads=2, n=256)["flops_per_s"] == 8.1e11
+    assert T.peak_flops("bfloat16", threads=2, n=256)["flops_per_s"] == 8.1e11  # what training reads
+
+
 def test_bf16_setting_is_decided_per_machine(cache, monkeypatch):
     assert T.resolve_bf16(False) == (False, "bf16: false")
     assert T.resolve_bf16(True)[0] is True
