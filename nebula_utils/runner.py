@@ -159,9 +159,10 @@ def write_timings(out: Path, timings: dict[str, dict[str, float]], echo: Callabl
         return
     wall = sum(t["wall_s"] for t in timings.values())
     overhead = sum(t["overhead_s"] for t in timings.values())
-    summary = {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": overhead / wall}
+    frac = overhead / wall if wall > 0 else 0.0  # 0 s steps: a test's stub executor
+    summary = {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": frac}
     atomic_write_json(out, {"steps": timings, "total": summary})
-    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} ({overhead / wall:.1%}); per step in {out}")
+    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} ({frac:.1%}); per step in {out}")
 
 
 def _run_one(step: Step, head: str, force: bool, echo: Callable[[str], None], t0: float) -> dict[str, float] | None:

@@ -145,6 +145,7 @@ def test_pool_version_counts_balance(tmp_path):
         policy="scripted",
         backend="auto",
         batch_size=1,
+        tensor_parallel_size=1,
         n_samples=4,
         temperature=1.0,
         top_p=1.0,

@@ -161,7 +161,7 @@ def test_difficulty_filter(tmp_path):
         rl.load_rl_prompts(unlabelled, ["medium"])
     with pytest.raises(ValueError, match="no training prompt"):
         rl.split_heldout(pool, 2)
-    cfg = SimpleNamespace(prompts_per_step=4)
+    cfg = SimpleNamespace(prompts_per_step=4, step_prompts=lambda processes=None: 4)
     with pytest.raises(ValueError, match="has 2 prompts, fewer than prompts_per_step=4"):
         rl.build_trainer(cfg, tmp_path, pool)
     with pytest.raises(ValueError, match=r"verifier\(s\) \['math'\]"):
