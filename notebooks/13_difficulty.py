@@ -55,7 +55,6 @@ import pandas as pd
 from nebula_utils.data.difficulty import grade
 from nebula_utils.data.mixing import select_from_version
 from nebula_utils.data.versions import read_manifests
-from nebula_utils.inference.generation import make_generator
 from nebula_utils.runs import start_run
 from nebula_utils.stages import difficulty as stage
 
@@ -69,14 +68,7 @@ print(run.run_id, run.run_dir)
 # %%
 selected, _, select_step = select_from_version(cfg.data, cfg.max_prompts, cfg.seed, schemas=("rl",))
 rows = list(selected)
-policy = make_generator(
-    cfg.policy,
-    cfg.backend,
-    cfg.device,
-    cfg.batch_size,
-    tensor_parallel_size=cfg.tensor_parallel_size,
-    label="grade",
-)
+policy = cfg.make_generator(cfg.policy, "grade")
 graded = grade(
     policy,
     rows,

@@ -81,7 +81,6 @@ import pandas as pd
 from IPython.display import display
 
 from nebula_utils.evaluate.preference_audit import audit_table, run_audit
-from nebula_utils.inference.generation import make_generator
 from nebula_utils.io import atomic_write_text
 from nebula_utils.runs import start_run
 from nebula_utils.stages import rsft as stage
@@ -97,14 +96,7 @@ run.run_id
 
 # %%
 records, manifests, select_step = stage.load_records(cfg)
-policy = make_generator(
-    cfg.model,
-    cfg.backend,
-    cfg.device,
-    cfg.batch_size,
-    tensor_parallel_size=cfg.tensor_parallel_size,
-    label="rsft: sample",
-)
+policy = cfg.make_generator(cfg.model, "rsft: sample")
 sampling = cfg.sampling(cfg.k, logprobs=True)
 groups, kept, samples, timing = rsft.timed_rejection_sample(
     policy, records, sampling, cfg.min_score, cfg.verifier_workers, cfg.allow_truncated

@@ -103,6 +103,20 @@ class SamplingFields(EngineFields):
             logprobs=logprobs,
         )
 
+    def make_generator(self, spec: str, label: str) -> Any:
+        """The stage's sampler for `spec`: its backend, device, batch size and tensor parallelism;
+        `label` names the progress lines (`distill 120/480 · 96 tok/s · ETA 3m10s`)."""
+        from ..inference.generation import make_generator
+
+        return make_generator(
+            spec,
+            self.backend,
+            self.device,
+            self.batch_size,
+            tensor_parallel_size=self.tensor_parallel_size,
+            label=label,
+        )
+
 
 @dataclasses.dataclass
 class TrainFields(ScaleFields):

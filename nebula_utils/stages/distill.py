@@ -68,17 +68,10 @@ def synth_sampling(cfg: DistillConfig) -> Any:
 
 def make_generators(cfg: DistillConfig) -> tuple[Any, Any]:
     """(teacher, synthesis model); the same object when synth_model is empty or equal."""
-    from ..inference.generation import make_generator
-
-    tp = cfg.tensor_parallel_size
-    teacher = make_generator(
-        cfg.teacher, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=tp, label="distill"
-    )
+    teacher = cfg.make_generator(cfg.teacher, "distill")
     if cfg.synthesis == "none" or cfg.synth_model in ("", cfg.teacher):
         return teacher, teacher
-    return teacher, make_generator(
-        cfg.synth_model, cfg.backend, cfg.device, cfg.batch_size, tensor_parallel_size=tp, label="synthesize"
-    )
+    return teacher, cfg.make_generator(cfg.synth_model, "synthesize")
 
 
 def synthesize(cfg: DistillConfig, generator: Any, records: list[dict]) -> Any:

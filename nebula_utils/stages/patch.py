@@ -84,7 +84,6 @@ def measure(cfg: PatchConfig) -> Measured:
     from ..data import patch as P
     from ..data.manifests import processing_step
     from ..data.versions import load_version
-    from ..inference.generation import make_generator
 
     ds = load_version(cfg.data)
     rows, skipped = P.prompt_rows(list(ds))
@@ -98,14 +97,7 @@ def measure(cfg: PatchConfig) -> Measured:
         drop_reasons=skipped + over,
         params={"prompts_per_category": cfg.prompts_per_category, "seed": cfg.seed},
     )
-    generator = make_generator(
-        cfg.model,
-        cfg.backend,
-        cfg.device,
-        cfg.batch_size,
-        tensor_parallel_size=cfg.tensor_parallel_size,
-        label="patch: sample",
-    )
+    generator = cfg.make_generator(cfg.model, "patch: sample")
     scored = P.score_prompts(generator, rows, cfg.sampling(cfg.n_samples), cfg.verifier_workers)
     rates = P.category_rates(scored.prompts, cfg.seed)
     weak = P.weak_categories(rates, cfg.max_categories, cfg.max_pass_rate)

@@ -89,20 +89,12 @@ def sample_on_policy(cfg: PreferenceDataConfig, rows: list[dict], schema: str) -
     """(candidate groups answered by the policy, the generator)."""
     from ..data.distillation import prompt_records
     from ..data.preference import on_policy_groups, prompt_records_from_groups
-    from ..inference.generation import make_generator
 
     if schema == "preference":
         records = prompt_records_from_groups(rows)
     else:
         records = prompt_records(rows, schema)  # iterates rows: a list works as a Dataset
-    generator = make_generator(
-        cfg.policy,
-        cfg.backend,
-        cfg.device,
-        cfg.batch_size,
-        tensor_parallel_size=cfg.tensor_parallel_size,
-        label="preference: sample",
-    )
+    generator = cfg.make_generator(cfg.policy, "preference: sample")
     groups = on_policy_groups(generator, records, cfg.sampling(cfg.k, logprobs=True), cfg.verifier_workers)
     return groups, generator
 

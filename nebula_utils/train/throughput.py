@@ -101,24 +101,30 @@ def _machine_key(dtype: str, threads: int, n: int, device: str) -> str:
     return f"cpu|{cpu_name()}|{threads} threads|torch {torch.__version__}|{dtype}|n={n}"
 
 
-def peak_flops(
-    dtype: str, threads: int | None = None, n: int | None = None, device: str = "cpu", refresh: bool = False
-) -> dict[str, Any]:
-    """The cached (else measured now) matmul peak of `dtype` on this CPU with `threads` threads (or
-    on a CUDA device, n = 8192): {flops_per_s, dtype, threads, n, key, measured_at, cache, cached}."""
+def _peak_cache(dtype: str, threads: int | None, n: int | None, device: str) -> tuple[Path, str, dict, int, int]:
+    """(cache file, this machine's key, the cached table, threads, n) for a matmul peak."""
     import torch
 
     threads = threads or torch.get_num_threads()
     n = n or (8192 if device.startswith("cuda") else PEAK_N)
     path = cache_root() / "peak_flops.json"
-    key = _machine_key(dtype, threads, n, device)
     try:
         table = json.loads(path.read_text())
     except (OSError, ValueError):
         table = {}
+    return path, _machine_key(dtype, threads, n, device), table, threads, n
+
+
+def peak_flops(
+    dtype: str, threads: int | None = None, n: int | None = None, device: str = "cpu", refresh: bool = False
+) -> dict[str, Any]:
+    """The cached (else measured now) matmul peak of `dtype` on this CPU with `threads` threads (or
+    on a CUDA device, n = 8192): {flops_per_s, dtype, threads, n, key, measured_at, cache, cached}."""
+    path, key, table, threads, n = _peak_cache(dtype, threads, n, device)
     if key in table and not refresh:
         return table[key] | {"cache": str(path), "cached": True}
-    return remember_peak(dtype, measure_matmul_peak(dtype, n, threads, device), threads, n, device) | {"cached": False}
+    measured = measure_matmul_peak(dtype, n, threads, device)
+    return remember_peak(dtype, measured, threads, n, device) | {"cached": False}
 
 
 def remember_peak(
@@ -126,16 +132,7 @@ def remember_peak(
 ) -> dict[str, Any]:
     """Store a measured matmul peak in the cache unless it holds a higher one (a peak is a maximum:
     a lower reading only means something else had the cores); returns the entry kept."""
-    import torch
-
-    threads = threads or torch.get_num_threads()
-    n = n or (8192 if device.startswith("cuda") else PEAK_N)
-    path = cache_root() / "peak_flops.json"
-    key = _machine_key(dtype, threads, n, device)
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, ValueError):
-        table = {}
+    path, key, table, threads, n = _peak_cache(dtype, threads, n, device)
     if key not in table or table[key]["flops_per_s"] < flops_per_s:
         table[key] = {
             "flops_per_s": flops_per_s,
