@@ -258,7 +258,8 @@ def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = pr
         status[step.run_id] = "skipped" if timing is None else "ran"
         if timing is not None:
             timings[step.run_id] = timing
-    write_timings(ablation.root / "timings" / f"{ablation.name}.json", timings, echo)
+    # named by the ablation file: several ablations (and pipelines) share one results folder, e.g. `demo`
+    write_timings(ablation.root / "timings" / f"{Path(str(ablation.source)).stem}.json", timings, echo)
     shared = sum(len(v.pipeline.steps) for v in ablation.variants) + bool(ablation.report) - len(plan)
     echo(
         f"ablation {ablation.name}: {len(ablation.variants)} variants, {len(plan)} distinct runs "
