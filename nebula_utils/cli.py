@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", metavar="STEP", help="run only this step (its inputs must exist)")
     run.add_argument("--results", metavar="DIR", help="results root (default: results/)")
     run.add_argument("--plan", action="store_true", help="validate every step, print run ids and status; run nothing")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N steps whose inputs are done at once (default 1: the file's order)",
+    )
     sub.add_parser("stages", help="list the stages (one notebook each) in pipeline order")
     params = sub.add_parser("params", help="print a stage's parameters: type, default and help")
     params.add_argument("stage", help="a stage name, e.g. 20_sft")

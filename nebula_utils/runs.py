@@ -77,8 +77,9 @@ class ItemProgress:
 
 @contextmanager
 def follow_progress(path: Path, echo: Callable[[str], None], interval: float = 0.5) -> Iterator[None]:
-    """While the block runs, echo each new line of `path` (and point the kernel at it through
-    NEBULA_PROGRESS_FILE; the kernel inherits the runner's environment)."""
+    """While the block runs, echo each new line of `path`. The writer finds the file through
+    NEBULA_PROGRESS_FILE, which the runner sets in each step's kernel environment (not in this
+    process's: steps run in parallel threads, each with its own file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     stop = threading.Event()
@@ -94,8 +95,6 @@ def follow_progress(path: Path, echo: Callable[[str], None], interval: float = 0
                 else:
                     time.sleep(interval)
 
-    previous = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = str(path)
     thread = threading.Thread(target=tail, daemon=True)
     thread.start()
     try:
@@ -103,10 +102,6 @@ def follow_progress(path: Path, echo: Callable[[str], None], interval: float = 0
     finally:
         stop.set()
         thread.join(timeout=5)
-        if previous is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = previous
 
 
 @contextmanager

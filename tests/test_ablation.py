@@ -150,7 +150,7 @@ def test_each_distinct_run_executes_once_and_done_runs_are_skipped(tmp_path, mon
     status = runner.run_ablation(abl, echo=lambda s: None)
     assert len(calls) == len(set(calls)) == 2 + 3 + 1  # env + data once, three SFT runs, the report
     assert set(status.values()) == {"ran"}
-    record = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    record = json.loads(runner.ablation_record(tmp_path / "abl", abl.source).read_text())
     assert [v["point"] for v in record["variants"]] == [{"20_sft.learning_rate": x} for x in (1e-5, 2e-5, 3e-5)]
     assert record["report"] == abl.report.run_id
 
@@ -219,7 +219,7 @@ def test_grpo_difficulty_ablation_varies_only_the_band_at_an_equal_budget(tmp_pa
     assert [v.point["40_grpo_reasoning.difficulties"] for v in abl.variants] == [["easy"], ["medium"], ["hard"]]
     names = [s.name for s in abl.variants[0].pipeline.steps]
     assert not any("unseen" in n or n.startswith("90_report") for n in names)  # dropped: decisions read dev only
-    shared = ["00_environment", "10_data_sft_mix", "13_difficulty_reasoning", "60_eval_reasoning_base"]
+    shared = ["00_environment", "20_sft_complex", "13_difficulty_reasoning", "60_eval_reasoning_start"]
     for name in shared:  # graded once, the starting model evaluated once
         assert len({v.pipeline.step(name).run_id for v in abl.variants}) == 1, name
     grpo = [v.pipeline.step("40_grpo_reasoning") for v in abl.variants]
@@ -233,7 +233,7 @@ def test_grpo_difficulty_ablation_varies_only_the_band_at_an_equal_budget(tmp_pa
     report = abl.report
     assert report.notebook == "82_ablation_grpo_difficulty" and report.params["labels"] == ["easy", "medium", "hard"]
     assert report.params["runs"] == [str(e.run_dir) for e in evals] and report.params["baseline"] == "medium"
-    assert report.params["base_run"] == str(abl.variants[0].pipeline.step("60_eval_reasoning_base").run_dir)
+    assert report.params["base_run"] == str(abl.variants[0].pipeline.step("60_eval_reasoning_start").run_dir)
     assert [s.name for _, s in abl.plan()][-1] == "82_ablation_grpo_difficulty"
 
 

@@ -112,9 +112,6 @@ def test_every_sft_checkpoint_descends_from_distillation_and_cross_verification(
     checked = 0
     for path in files:
         pipe = load_pipeline(path, tmp_path / path.stem)
-        if path.stem == "demo_reasoning":  # the Reasoning branch: GRPO from the base model, no SFT
-            assert not [s for s in pipe.steps if s.notebook == "20_sft"]
-            continue
         classify = [
             s for s in pipe.steps if s.notebook == "14_classify_sample" and "12_filter" in _ancestors(pipe, s.name)
         ]

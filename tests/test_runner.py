@@ -231,6 +231,79 @@ def test_each_step_kernel_gets_its_own_ipc_socket_prefix(tmp_path):
 
     from nebula_utils.runner import kernel_manager_class
 
-    a, b = (kernel_manager_class(tmp_path / f"{n}.log")() for n in "ab")
+    a, b = (kernel_manager_class(tmp_path / f"{n}.log", tmp_path / f"{n}.progress")() for n in "ab")
     assert a.transport == b.transport == "ipc" and a.ip != b.ip
     assert all(m.ip.startswith(tempfile.gettempdir()) and len(m.ip) < 90 for m in (a, b))
+
+
+def timed_execute(spans: dict, fail: str | None = None):
+    """Stands in for papermill: sleeps, records (start, end) per step, writes a complete run.json."""
+    import threading
+
+    lock = threading.Lock()
+
+    def execute(step, echo=None):
+        start = time.perf_counter()
+        time.sleep(0.05)
+        if step.name == fail:
+            spans[step.name] = (start, time.perf_counter())
+            raise StepFailed(step, "boom", step.run_dir / "notebook.ipynb")
+        step.run_dir.mkdir(parents=True, exist_ok=True)
+        (step.run_dir / "run.json").write_text(json.dumps({"run_id": step.run_id, "status": "complete"}))
+        with lock:
+            spans[step.name] = (start, time.perf_counter())
+        return 0.05
+
+    return execute
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_jobs_run_independent_steps_at_once_and_every_step_after_its_inputs(tmp_path, monkeypatch, jobs):
+    from nebula_utils import runner
+
+    spans: dict[str, tuple[float, float]] = {}
+    monkeypatch.setattr(runner, "execute_step", timed_execute(spans))
+    monkeypatch.setattr(runner, "render_reports", lambda *a, **k: None)
+    pipeline = load_pipeline(REPO / "params" / "pipelines" / "smoke.yaml", tmp_path)
+    status = run_pipeline(pipeline, echo=lambda s: None, jobs=jobs)
+    assert set(status.values()) == {"ran"} and set(spans) == {s.name for s in pipeline.steps}
+    for step in pipeline.steps:
+        inputs = set(step.upstream) | ({"00_environment"} if step.name != "00_environment" else set())
+        assert all(spans[step.name][0] >= spans[u][1] for u in inputs), step.name
+    events = sorted([(t0, 1) for t0, _ in spans.values()] + [(t1, -1) for _, t1 in spans.values()])
+    at_once = max(__import__("itertools").accumulate(d for _, d in events))
+    assert at_once == jobs  # smoke's DAG has >= 3 independent steps (the evaluations) at some point
+    if jobs == 1:  # the file's order
+        assert sorted(spans, key=lambda n: spans[n][0]) == [s.name for s in pipeline.steps]
+
+
+def test_after_a_failure_no_new_step_starts_and_the_failure_is_raised(tmp_path, monkeypatch):
+    from nebula_utils import runner
+
+    spans: dict[str, tuple[float, float]] = {}
+    monkeypatch.setattr(runner, "execute_step", timed_execute(spans, fail="13_difficulty"))
+    monkeypatch.setattr(runner, "render_reports", lambda *a, **k: None)
+    pipeline = load_pipeline(REPO / "params" / "pipelines" / "smoke.yaml", tmp_path)
+    with pytest.raises(StepFailed, match="13_difficulty"):
+        run_pipeline(pipeline, echo=lambda s: None, jobs=2)
+    failed_at = spans["13_difficulty"][1]
+    assert all(start < failed_at for start, _ in spans.values())  # nothing started after the failure
+    assert all(end <= failed_at + 1 for _, end in spans.values())  # the step beside it finished
+    assert "16_curriculum" not in spans and "20_sft" not in spans
+
+
+def test_two_real_steps_at_once_stream_their_own_progress(tmp_path, data, tiny_model_path):
+    """Each kernel gets its own progress file in its environment: with --jobs 2 the two SFT runs'
+    step lines reach the terminal tagged with their step, none lost or crossed."""
+    doc = yaml.safe_load(pipeline_file(tmp_path, data).read_text())
+    doc["steps"].append({"name": "20_sft_b", **doc["steps"][1]})
+    doc["steps"][2]["params"] = doc["steps"][2]["params"] | {"learning_rate": 1e-3}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(doc))
+    log: list[str] = []
+    status = run_pipeline(load_pipeline(tmp_path / "two.yaml", tmp_path / "r"), echo=log.append, jobs=2)
+    assert status == {"00_environment": "ran", "20_sft": "ran", "20_sft_b": "ran"}
+    for name in ("20_sft", "20_sft_b"):
+        lines = [line for line in log if line.strip().startswith(f"{name}: sft step")]
+        assert lines and "tok/s" in lines[-1], log
+    timings = json.loads((tmp_path / "r" / "rt" / "timings" / "two.json").read_text())
+    assert set(timings["steps"]) == {"00_environment", "20_sft", "20_sft_b"}

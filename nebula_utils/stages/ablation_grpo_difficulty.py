@@ -61,22 +61,20 @@ NO_RUNS = (
     "which renders this notebook at the end) or pass `runs`, `labels` and `base_run`."
 )
 ABLATIONS = ("grpo_difficulty", "grpo_difficulty_smoke")  # params/ablations/*.yaml using this notebook
-EVAL_STEP, BASE_STEP = "60_eval_reasoning_grpo", "60_eval_reasoning_base"
+EVAL_STEP, BASE_STEP = "60_eval_reasoning_grpo", "60_eval_reasoning_start"
 
 
 def find_ablation_runs(root: Path) -> tuple[list[str], list[str], str] | None:
     """(runs, labels, base_run) of the newest finished grpo_difficulty ablation under a results root,
-    read from its ablation.json (what a notebook opened with empty `runs` shows); None if none."""
+    read from its record <folder>/ablations/<name>.json (what a notebook opened with empty `runs`
+    shows); None if none."""
     from ..io import read_json
     from ..runs import is_complete
 
     found = []
-    for name in ABLATIONS:
-        record = Path(root) / name / "ablation.json"
-        if not record.is_file():
-            continue
+    for record in (r for name in ABLATIONS for r in Path(root).glob(f"*/ablations/{name}.json")):
         variants = read_json(record)["variants"]
-        folder = record.parent
+        folder = record.parent.parent  # <folder>/ablations/<name>.json
         runs = [folder / v["steps"].get(EVAL_STEP, "") for v in variants]
         if variants and all(is_complete(r, r.name) for r in runs):
             labels = ["+".join(v["point"].get("40_grpo_reasoning.difficulties") or ["all"]) for v in variants]

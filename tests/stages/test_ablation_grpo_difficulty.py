@@ -123,16 +123,19 @@ def test_notebook_on_fixture_runs(tmp_path, run_notebook):
 
 
 def test_opened_as_is_it_reads_the_newest_finished_ablation(tmp_path, monkeypatch, stage_config):
+    from nebula_utils.runner import ablation_record
     from nebula_utils.stages import ablation_grpo_difficulty as ab
 
     root = tmp_path / "results"
     monkeypatch.setenv("NEBULA_RESULTS", str(root))
     cfg = stage_config("82_ablation_grpo_difficulty")
     assert ab.find_ablation_runs(root) is None and ab.load_variants(cfg) == ([], [])  # the notebook says so
-    runs = ablation_folders(root / "grpo_difficulty", {"easy": 0.3, "medium": 0.4, "hard": 0.3}, n=20)
+    runs = ablation_folders(root / "demo", {"easy": 0.3, "medium": 0.4, "hard": 0.3}, n=20)
     steps = {b: {ab.EVAL_STEP: runs[b].name, ab.BASE_STEP: runs["base"].name} for b in ("easy", "medium", "hard")}
     variants = [{"label": b, "point": {"40_grpo_reasoning.difficulties": [b]}, "steps": s} for b, s in steps.items()]
-    (root / "grpo_difficulty" / "ablation.json").write_text(json.dumps({"variants": variants}))  # as the runner writes
+    record = ablation_record(root / "demo", "params/ablations/grpo_difficulty.yaml")  # where the runner writes
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"variants": variants}))
     assert ab.find_ablation_runs(root) == (
         [str(runs[b]) for b in ("easy", "medium", "hard")],
         ["easy", "medium", "hard"],
