@@ -48,8 +48,10 @@ test: lint
 test-fast: lint
 	$(BIN)/python -m pytest -m "not slow and not gpu" --timeout 120 $(PYTEST_ARGS)
 
+# Two steps at once where the pipeline's references allow (nebula run --jobs): the smoke steps are
+# mostly single-threaded kernel start-up, imports and Python on a tiny model, so two share 2 cores.
 smoke: venv
-	$(BIN)/nebula run params/pipelines/smoke.yaml
+	$(BIN)/nebula run params/pipelines/smoke.yaml --jobs 2
 
 demo: venv
 	$(BIN)/nebula run params/pipelines/demo.yaml
