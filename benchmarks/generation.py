@@ -39,6 +39,11 @@ load 4-14; 3 rounds; medians; continuous = bf16, up to 128 rows, chosen by tunin
     reasoning            34.6       112.8    12.9  |              3.26x     8.3x   |  3.7%
     mixed                24.6       125.4    12.5  |              5.27x    10.0x   |  4.1%
 
+Re-measured with nothing else running (2026-12-02, `--rounds 1 --workloads mixed`; peaks wall
+fp32 474 / bf16 965 GFLOP/s): mixed static 33.2, continuous 134.5, batch1 21.0 tokens/s wall:
+continuous x static **4.05x** wall, 4.60x thread clock (thread clock: 38.2 / 176.0 / 22.1). The
+loaded machine above slowed the static path more than the continuous one, hence 7.08x there.
+
 Peak (same run): wall fp32 200 / bf16 311 GFLOP/s, thread clock fp32 412 / bf16 827. Static and
 batch-1 run fp32 at 0.3-2.6% of the fp32 peak. Reasoning speeds up least: its 12 answers all run
 long, so there are no early finishes to refill and only 12 rows to share each step's fixed cost

@@ -39,6 +39,11 @@ bf16 vs fp32 loss over 4 packed steps: mean relative difference 2.1%, max 5.4%. 
 at ~23% of the bf16 peak: the matmuls of a 576-wide model at 512 tokens run far below the 2048^2
 peak, and norms, softmax, the fp32 loss and AdamW do not speed up with bf16 (the fp32 path's MFU
 is higher because its peak is 4.3x lower, not because it is faster).
+
+Longer packed rows (quiet, 2026-12-02, `--rounds 1 --samples 24 --configs packed-bf16,packed4-bf16
+--curve-steps 0`; bf16 peak 834 GFLOP/s): packed-bf16 181.5 tokens/s (MFU 17.6% wall, 23.8% CPU
+time), packed4-bf16 157.6 (15.3%, 18.6%): 0.87x wall, 0.78x CPU time. The 2048-token block-diagonal
+attention costs more than the bigger matmuls gain.
 """
 
 from __future__ import annotations

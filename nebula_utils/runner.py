@@ -198,7 +198,8 @@ def write_timings(out: Path, timings: dict[str, dict[str, float]], echo: Callabl
     frac = overhead / wall if wall > 0 else 0.0  # 0 s steps: a test's stub executor
     summary = {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": frac}
     atomic_write_json(out, {"steps": timings, "total": summary})
-    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} ({frac:.1%}); per step in {out}")
+    # "step time": the sum over steps, which exceeds the elapsed time when steps ran at once (--jobs)
+    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} step time ({frac:.1%}); per step in {out}")
 
 
 def _run_one(
