@@ -106,10 +106,11 @@ plots.plot_benchmark_bars(long)
 plt.show()
 
 # %% [markdown]
-# **Figure 3.** Divergence to the teacher(s) during distillation, per row's training runs.
+# **Figure 3.** Divergence to the teacher(s) during distillation (the loss of each row's 51_mopd
+# run; the SFT runs that made the student and the teachers are in the lineage below).
 
 # %%
-plots.plot_training_curves(results, lineages)
+plots.plot_training_curves(results, lineages, stages=("50_opd", "51_mopd"))
 plt.show()
 
 # %% [markdown]

@@ -14,12 +14,16 @@ from .compare import RunResult
 from .lineage import training_runs
 
 
-def plot_training_curves(runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]]):
+def plot_training_curves(runs: Sequence[RunResult], trees: Sequence[Mapping[str, Any]], stages: Sequence[str] = ()):
     """Train loss vs step side by side: one panel per report row whose lineage has training runs
-    (rows of base models have none), one line per training run in that lineage."""
+    (rows of base models have none), one line per training run in that lineage; with `stages`,
+    only the runs of those stages (e.g. the distillation itself, not the SFT that made its teachers)."""
     import matplotlib.pyplot as plt
 
-    rows = [(run, training_runs(tree)) for run, tree in zip(runs, trees)]
+    def keep(train_dir) -> bool:
+        return not stages or train_dir.name.rsplit("-", 1)[0] in stages
+
+    rows = [(run, [d for d in training_runs(tree) if keep(d)]) for run, tree in zip(runs, trees)]
     rows = [(run, dirs) for run, dirs in rows if dirs] or [(None, [])]
     fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows) + 0.6, 3), sharey=True, squeeze=False)
     for ax, (run, dirs) in zip(axes[0], rows):

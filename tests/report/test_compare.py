@@ -304,6 +304,9 @@ def test_training_runs_are_rows_without_scores_with_their_train_metrics_and_curv
     )
     fig = plots.plot_training_curves(runs, trees)
     assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+    only = plots.plot_training_curves(runs, trees, stages=("51_mopd",))  # no such run: one empty panel
+    assert len(only.axes) == 1 and not only.axes[0].lines and "no training runs" in only.axes[0].get_title()
+    assert [len(ax.lines) for ax in plots.plot_training_curves(runs, trees, stages=("20_sft",)).axes] == [1, 1]
     for plot in (plots.plot_benchmark_bars(long), plots.plot_tradeoff(long)):
         assert "no " in plot.axes[0].texts[0].get_text()
 
