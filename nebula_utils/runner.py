@@ -187,19 +187,29 @@ def step_timing(step: Step, wall_s: float) -> dict[str, float]:
     return {"wall_s": round(wall_s, 2), "work_s": round(work, 2), "overhead_s": round(max(0.0, wall_s - work), 2)}
 
 
-def write_timings(out: Path, timings: dict[str, dict[str, float]], echo: Callable[[str], None]) -> None:
-    """`out` (<results>/<folder>/timings/<pipeline or ablation file>.json): the steps this call ran,
-    with the share of wall time that was not the stages' own work (notebook/kernel overhead),
-    also printed as one line."""
-    if not timings:
-        return
+def _overhead_summary(timings: dict[str, dict[str, float]]) -> dict[str, float]:
     wall = sum(t["wall_s"] for t in timings.values())
     overhead = sum(t["overhead_s"] for t in timings.values())
     frac = overhead / wall if wall > 0 else 0.0  # 0 s steps: a test's stub executor
-    summary = {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": frac}
-    atomic_write_json(out, {"steps": timings, "total": summary})
+    return {"wall_s": round(wall, 1), "overhead_s": round(overhead, 1), "overhead_frac": frac}
+
+
+def write_timings(out: Path, timings: dict[str, dict[str, float]], echo: Callable[[str], None]) -> None:
+    """`out` (<results>/<folder>/timings/<pipeline or ablation file>.json): every step's latest
+    measurement (steps this call skipped keep the one an earlier call wrote, so rerunning one step
+    does not erase the rest), `total` over them and `last_call` over the steps this call ran, with
+    the share of wall time that was not the stages' own work (notebook/kernel overhead), also
+    printed as one line."""
+    if not timings:
+        return
+    steps = (read_json(out).get("steps", {}) if out.is_file() else {}) | timings
+    this = _overhead_summary(timings)
+    atomic_write_json(out, {"steps": steps, "total": _overhead_summary(steps), "last_call": this})
     # "step time": the sum over steps, which exceeds the elapsed time when steps ran at once (--jobs)
-    echo(f"notebook/kernel overhead: {_fmt(overhead)} of {_fmt(wall)} step time ({frac:.1%}); per step in {out}")
+    echo(
+        f"notebook/kernel overhead: {_fmt(this['overhead_s'])} of {_fmt(this['wall_s'])} step time "
+        f"({this['overhead_frac']:.1%}); per step in {out}"
+    )
 
 
 def _run_one(

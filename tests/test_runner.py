@@ -194,6 +194,18 @@ def test_training_progress_is_streamed_and_step_overhead_is_recorded(tmp_path, d
     log.clear()
     run_pipeline(load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"), echo=log.append)  # all skipped
     assert not any("overhead" in line for line in log) and (tmp_path / "r" / "rt" / "timings" / "p.json").is_file()
+    # Rerunning one step replaces its measurement and keeps the other step's.
+    run_pipeline(
+        load_pipeline(pipeline_file(tmp_path, data), tmp_path / "r"),
+        force=True,
+        only="00_environment",
+        echo=log.append,
+    )
+    again = json.loads((tmp_path / "r" / "rt" / "timings" / "p.json").read_text())
+    assert again["steps"]["20_sft"] == timings["steps"]["20_sft"]
+    assert again["steps"]["00_environment"] != timings["steps"]["00_environment"]
+    assert again["last_call"]["wall_s"] == round(again["steps"]["00_environment"]["wall_s"], 1)
+    assert again["total"]["wall_s"] == pytest.approx(sum(t["wall_s"] for t in again["steps"].values()), abs=0.1)
 
 
 @pytest.mark.parametrize(
