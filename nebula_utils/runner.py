@@ -296,7 +296,8 @@ def run_in_order(
                     if future.exception() is not None:
                         failure = failure or future.exception()
                     else:
-                        results[i], _ = future.result(), done.add(i)
+                        results[i] = future.result()
+                        done.add(i)
         except BaseException:
             say(f"interrupted: killing {kill_running_kernels()} running step kernel(s)")
             raise

@@ -321,3 +321,27 @@ def test_two_real_steps_at_once_stream_their_own_progress(tmp_path, data, tiny_m
         assert lines and "tok/s" in lines[-1], log
     timings = json.loads((tmp_path / "r" / "rt" / "timings" / "two.json").read_text())
     assert set(timings["steps"]) == {"00_environment", "20_sft", "20_sft_b"}
+
+
+def test_ctrl_c_path_kills_the_running_step_kernels(tmp_path):
+    """What the runner does on Ctrl-C with --jobs: every live step kernel gets SIGKILL; a kernel
+    shut down normally is no longer tracked."""
+    import asyncio
+
+    from nebula_utils import runner
+
+    async def scenario():
+        managers = [runner.kernel_manager_class(tmp_path / f"{n}.log", tmp_path / f"{n}.progress")() for n in "ab"]
+        for km in managers:
+            await km.start_kernel()
+        assert runner._LIVE_KERNELS >= set(managers)
+        processes = [km.provisioner.process for km in managers]
+        await managers[1].shutdown_kernel(now=True)  # finished normally: untracked
+        assert managers[1] not in runner._LIVE_KERNELS
+        assert runner.kill_running_kernels() >= 1
+        processes[0].wait(timeout=10)
+        assert processes[0].returncode is not None and processes[0].returncode < 0  # killed by a signal
+        await managers[0].shutdown_kernel(now=True)
+        assert not runner._LIVE_KERNELS & set(managers)
+
+    asyncio.run(scenario())
