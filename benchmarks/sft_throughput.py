@@ -2,7 +2,7 @@
 
     PYTHONPATH=. OMP_NUM_THREADS=2 python benchmarks/sft_throughput.py [--samples 48] [--rounds 3]
         [--threads 2] [--configs unpacked-fp32,unpacked-bf16,packed-fp32,packed-bf16,packed4-bf16]
-        [--curve-steps 12] [--data demo|alpaca] [--json out.json]
+        [--curve-steps 12] [--ceiling-steps 3] [--data demo|alpaca] [--json out.json]
 
 Data: the demo's SFT rows (reasoning-gym worked answers for the 10_data_sft_mix tasks + HumanEval
 train-half solutions, from nebula_utils.data.sources), or ../shared/data's Alpaca demo file with
@@ -44,6 +44,24 @@ Longer packed rows (quiet, 2026-12-02, `--rounds 1 --samples 24 --configs packed
 --curve-steps 0`; bf16 peak 834 GFLOP/s): packed-bf16 181.5 tokens/s (MFU 17.6% wall, 23.8% CPU
 time), packed4-bf16 157.6 (15.3%, 18.6%): 0.87x wall, 0.78x CPU time. The 2048-token block-diagonal
 attention costs more than the bigger matmuls gain.
+
+The matmul-only ceiling (`--ceiling-steps`, default 3): after the rounds, each config trains 2 + k
+steps with torch.profiler on the last k and sums the time of the matmul ops (MATMUL_OPS). Ceiling =
+6N x tokens / that time / peak: the MFU the step would reach if everything but its matmuls were
+free. Measured on a 2-core Intel Xeon with AMX (quiet, 2026-12-02, GLIBC_TUNABLES as the runner
+sets them, `--rounds 1 --samples 24 --configs packed-fp32,packed-bf16,packed4-bf16 --curve-steps 0`;
+peaks fp32 328, bf16 2,229 GFLOP/s, 6.8x):
+
+    config          tok/s   MFU wall  MFU CPU | matmul share  ceiling | largest other ops (share of step)
+    packed-fp32     163.7    40.3%    49.0%   |     50%        73.5%  | flash-attn bwd 8%, mul 7%, flash-attn fwd 4%
+    packed-bf16     207.0     7.5%    11.0%   |     22%        29.8%  | autocast copies 15%, flash-attn bwd 11%, mul 9%
+    packed4-bf16    204.9     7.4%     9.3%   |     18%        41.3%  | flash-attn bwd 38%, copies 7%, flash-attn fwd 6%
+
+With AMX the bf16 peak is 6.8x the fp32 one but a 576-wide model's matmuls at ~480 tokens run at
+30% of it even with nothing else in the step, and the rest (casts, attention, elementwise ops,
+AdamW) does not speed up: bf16 is 1.26x faster than fp32 by wall clock (1.53x per CPU-second)
+while its MFU is 5x lower. 40% of the bf16 peak is out of reach at the demo's 512-token steps on
+this CPU; 2048-token steps lift the ceiling to 41% but the block-diagonal attention eats the gain.
 """
 
 from __future__ import annotations
@@ -107,8 +125,9 @@ def stage_config(layout: str, bf16: bool, **over):
     return SFTStageConfig(**(values | over))
 
 
-def train_once(name: str, rows, state: dict, tokenizer, **over) -> dict:
-    """One epoch (or max_steps) of the stage's trainer on `rows` from weights `state`; the measurements."""
+def train_once(name: str, rows, state: dict, tokenizer, profile_steps: int = 0, **over) -> dict:
+    """One epoch (or max_steps) of the stage's trainer on `rows` from weights `state`; the measurements.
+    profile_steps > 0: torch.profiler records optimizer steps 3 .. 2 + profile_steps (result "profile")."""
     import torch
     from transformers import AutoModelForCausalLM, TrainerCallback
     from transformers.trainer_callback import PrinterCallback
@@ -140,6 +159,9 @@ def train_once(name: str, rows, state: dict, tokenizer, **over) -> dict:
             on_train_begin = on_step_end = mark
 
         trainer.add_callback(Marks())
+        profiler = step_profiler(counter, first=3, last=2 + profile_steps) if profile_steps else None
+        if profiler:
+            trainer.add_callback(profiler)
         trainer.remove_callback(PrinterCallback)  # the per-step log dicts; this script prints a summary
         try:
             trainer.train()
@@ -163,7 +185,53 @@ def train_once(name: str, rows, state: dict, tokenizer, **over) -> dict:
         "rows_per_forward": round(counter.slots / max(counter.batches, 1)),
         "losses": losses,
         "phases_cpu_s": {k: (p1[k] - p0[k]) / threads for k in p1} | {"total": (c1 - c0) / threads},
+        "profile": profiler.summary() if profiler else None,
     }
+
+
+# The ops that run the model's matmuls (linear layers: mm/addmm; batched: bmm/baddbmm). Attention's
+# score matmuls run inside the fused SDPA kernel and are not model FLOPs (6N leaves them out).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+
+
+def step_profiler(counter, first: int, last: int):
+    """A TrainerCallback running torch.profiler over optimizer steps `first`..`last` (1-based): the
+    wall time of those steps, the tokens they trained, and each op's own time (an op's self time is
+    measured on the thread that calls it, across the intra-op threads it fans out to: wall time)."""
+    from transformers import TrainerCallback
+
+    class StepProfiler(TrainerCallback):
+        def __init__(self, counter, first: int, last: int) -> None:
+            self.counter, self.first, self.last = counter, first, last
+            self.prof = None
+            self.t0 = self.tokens0 = 0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step + 1 == self.first:
+                import torch.profiler
+
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                self.prof.start()
+                self.t0, self.tokens0 = time.perf_counter(), self.counter.tokens
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.prof is not None and state.global_step == self.last:
+                self.prof.stop()
+                self.window = (time.perf_counter() - self.t0, self.counter.tokens - self.tokens0)
+
+        def summary(self) -> dict:
+            ops = {e.key: e.self_cpu_time_total / 1e6 for e in self.prof.key_averages()}
+            seconds, tokens = self.window
+            matmul = sum(v for k, v in ops.items() if k in MATMUL_OPS)
+            rest = sorted(((v, k) for k, v in ops.items() if k not in MATMUL_OPS), reverse=True)[:6]
+            return {
+                "seconds": seconds,
+                "tokens": tokens,
+                "matmul_s": matmul,
+                "top_other_ops_s": {k: v for v, k in rest},
+            }
+
+    return StepProfiler(counter, first, last)
 
 
 def time_phases(trainer) -> dict:
@@ -207,6 +275,12 @@ def main() -> None:
     parser.add_argument("--curve-steps", type=int, default=12, help="0 = skip the fp32/bf16 loss-curve check")
     parser.add_argument("--data", choices=["demo", "alpaca"], default="demo")
     parser.add_argument("--json", default="", help="also write every measurement here")
+    parser.add_argument(
+        "--ceiling-steps",
+        type=int,
+        default=3,
+        help="profiled steps per config for the matmul-only MFU ceiling (0 = skip)",
+    )
     args = parser.parse_args()
 
     import datasets
@@ -258,9 +332,19 @@ def main() -> None:
                 flush=True,
             )
     report(results, configs, args.rounds)
+    ceilings = {}
+    if args.ceiling_steps:
+        print(f"\nmatmul-only MFU ceiling: {args.ceiling_steps} profiled steps per config (after 2 unprofiled ones)")
+        for name in configs:
+            run = train_once(
+                name, rows, state, tokenizer, profile_steps=args.ceiling_steps, max_steps=2 + args.ceiling_steps
+            )
+            ceilings[name] = matmul_ceiling(name, run["profile"], params, peaks)
     curve = loss_curve(rows, state, tokenizer, args.curve_steps) if args.curve_steps else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"peaks": peaks, "params": params, "runs": results, "curve": curve}))
+        Path(args.json).write_text(
+            json.dumps({"peaks": peaks, "params": params, "runs": results, "ceilings": ceilings, "curve": curve})
+        )
 
 
 def report(results: list[dict], configs: list[str], rounds: int) -> None:
@@ -293,6 +377,28 @@ def report(results: list[dict], configs: list[str], rounds: int) -> None:
         for key, label in (("tokens_per_s", "wall"), ("tokens_per_cpu_s", "CPU time")):
             ratios = [by[(r, a)][key] / by[(r, b)][key] for r in range(rounds)]
             print(f"  {a} / {b} ({label}): {summarise(ratios)}")
+
+
+def matmul_ceiling(name: str, profile: dict, params: int, peaks: dict) -> dict:
+    """The MFU a config's step would reach if nothing but its matmuls took time (6N FLOPs per token
+    over the time of the matmul ops alone), printed with where the rest of the step goes."""
+    peak = peaks["bfloat16" if "-bf16" in name else "float32"]
+    flops = 6 * params * profile["tokens"]
+    out = {
+        "ceiling": flops / profile["matmul_s"] / peak,
+        "mfu_profiled": flops / profile["seconds"] / peak,
+        "matmul_share": profile["matmul_s"] / profile["seconds"],
+    } | profile
+    others = ", ".join(
+        f"{k.removeprefix('aten::')} {v / profile['seconds']:.0%}" for k, v in profile["top_other_ops_s"].items()
+    )
+    print(
+        f"  {name:14s} matmuls {out['matmul_share']:.0%} of the step ({profile['matmul_s']:.2f} of {profile['seconds']:.2f} s, "
+        f"{profile['tokens']} tokens): ceiling {out['ceiling']:.1%} of the {peak / 1e9:.0f} GFLOP/s peak "
+        f"(profiled MFU {out['mfu_profiled']:.1%}); rest: {others}",
+        flush=True,
+    )
+    return out
 
 
 def loss_curve(rows, state, tokenizer, steps: int) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from .inference.cpu import set_child_process_env_defaults
 from .io import atomic_write_json, read_json
 from .paths import REPO_ROOT
 from .pipeline import Pipeline, Step
@@ -318,7 +319,7 @@ def run_pipeline(
     Raises StepFailed."""
     selected = select_steps(pipeline, only, start)
     _check_inputs(pipeline.steps, selected)
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    set_child_process_env_defaults()  # the step kernels inherit them
     atomic_write_json(
         pipeline.steps[0].run_dir.parent / "pipeline.json",
         {
@@ -354,7 +355,7 @@ def run_ablation(ablation, force: bool = False, echo: Callable[[str], None] = pr
     mapping each variant (label, grid point) to its steps' run ids (named by the file: several
     ablations share the folder `demo`).
     """
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    set_child_process_env_defaults()  # the step kernels inherit them
     atomic_write_json(
         ablation_record(ablation.root, ablation.source),
         {

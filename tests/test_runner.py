@@ -1,6 +1,7 @@
 """The papermill pipeline runner: execution, skipping, selective reruns, failures, CLI errors."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nebula_utils.inference.cpu import GLIBC_MALLOC_TUNABLES
 from nebula_utils.pipeline import load_pipeline
 from nebula_utils.runner import StepFailed, run_pipeline
 from tests.conftest import REPO
@@ -51,6 +53,10 @@ def test_run_skip_and_rerun_only_affected(tmp_path, data, tiny_model_path):
     for name in ("notebook.ipynb", "config.yaml", "metrics.json", "run.json", "train_log.json"):
         assert (sft.run_dir / name).is_file(), name
     assert any("[2/2] 20_sft" in line and "done in" in line for line in log)
+    env_step = load_pipeline(pipeline_file(tmp_path, data), results).steps[0]
+    devices = json.loads((env_step.run_dir / "manifests" / "environment.json").read_text())["devices"]
+    # the kernel got the runner's allocator defaults (or the user's own setting, which wins)
+    assert devices["GLIBC_TUNABLES"] == os.environ.get("GLIBC_TUNABLES", GLIBC_MALLOC_TUNABLES)
 
     again = run_pipeline(load_pipeline(pipeline_file(tmp_path, data), results), echo=log.append)
     assert again == {"00_environment": "skipped", "20_sft": "skipped"}

@@ -23,6 +23,7 @@ def device_report() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "unset"),  # allocator thresholds: see inference/cpu.py
         "cuda_available": torch.cuda.is_available(),
     }
     if torch.cuda.is_available():

@@ -231,6 +231,15 @@ def test_cpu_flags_are_parsed_and_bf16_needs_them(tmp_path, monkeypatch):
     assert cpu.matmul_flops("float32", 64, seconds=0.01) > 0
 
 
+def test_child_process_env_defaults_fill_only_what_the_user_left_unset():
+    env: dict[str, str] = {}
+    cpu.set_child_process_env_defaults(env, num_threads=1)
+    assert env == {"OMP_NUM_THREADS": "1", "GLIBC_TUNABLES": cpu.GLIBC_MALLOC_TUNABLES}
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "OMP_NUM_THREADS": "3"}
+    cpu.set_child_process_env_defaults(mine)
+    assert mine == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "OMP_NUM_THREADS": "3"}  # the user's win
+
+
 def test_a_cpu_without_the_fast_paths_falls_back_cleanly(tiny, monkeypatch):
     """No native bf16 and no faster packed matmul (CI machines differ): fp32, plain nn.Linear, same outputs."""
     monkeypatch.setattr(cpu, "native_bf16", lambda flags=None: False)
