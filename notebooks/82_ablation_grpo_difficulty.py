@@ -77,7 +77,7 @@ grid = ab.grid_table(bands, trees)
 budgets = set(grid.get("budget (completions)", []))
 if bands:
     print("equal budget: " + (f"yes, {budgets.pop()} completions per band" if len(budgets) == 1 else f"NO: {budgets}"))
-grid
+    display(HTML(rh.frame_html(grid)))
 
 # %% [markdown]
 # ## Lift of each band over the starting model

@@ -84,7 +84,7 @@ if not arms:
 budgets = ab.budget_table([r.label for r in arms], trees)
 same_budget, same_start = ab.equal_budgets(budgets), ab.same_start(budgets)
 if arms:
-    display(ab.short_starts(budgets, bases))
+    display(HTML(rh.frame_html(ab.short_starts(budgets, bases))))
     print("equal budgets" if same_budget else "BUDGETS DIFFER: this is not an equal-budget comparison")
     print("same start checkpoint" if same_start else "STARTS DIFFER: the arms did not start from one checkpoint")
 

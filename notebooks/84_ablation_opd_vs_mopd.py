@@ -79,7 +79,7 @@ long = rp.comparison(results, cfg.baseline, cfg.bootstrap_resamples, cfg.seed, c
 
 # %%
 budgets = budget_table([r.label for r in results], lineages)
-display(budgets)
+display(HTML(rh.frame_html(budgets)))
 same_budget = equal_budgets(budgets)
 print("equal sample budgets" if same_budget else "BUDGETS DIFFER: this is not an equal-budget comparison")
 

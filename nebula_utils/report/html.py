@@ -259,15 +259,23 @@ def lineage_html(
 
 
 def frame_html(frame, caption: str = "") -> str:
-    """A DataFrame as a compact table without its index (for small supporting tables)."""
-    head = "<tr>" + "".join(f"<th>{_e(c)}</th>" for c in frame.columns) + "</tr>"
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td class='{'num' if isinstance(v, (int, float)) else ''}'>{_e(v)}</td>" for v in row)
-        + "</tr>"
-        for row in frame.itertuples(index=False)
-    )
+    """A DataFrame as a compact table without its index (for small supporting tables: a 0/1/2
+    index says nothing on a page); missing values as —, floats to 3 decimals."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    numeric = [is_numeric_dtype(frame[c]) and not is_bool_dtype(frame[c]) for c in frame.columns]
+    head = "<tr>" + "".join(f"<th class='{'num' if n else ''}'>{_e(c)}</th>" for c, n in zip(frame.columns, numeric))
+    head += "</tr>"
+    body = "".join("<tr>" + "".join(_frame_cell(v) for v in row) + "</tr>" for row in frame.itertuples(index=False))
     return _table(caption, head, body)
+
+
+def _frame_cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<td class='num'><span class='na'>—</span></td>"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"<td>{_e(value)}</td>"
+    return f"<td class='num'>{_e(value if isinstance(value, int) else _fmt(value))}</td>"
 
 
 # --------------------------------------------------------------------------- the notebook as a page

@@ -82,6 +82,22 @@ def test_results_table_is_one_grouped_table_without_indices_or_paths(demo):
     assert str(demo["root"]) not in page and "dtype" not in page
 
 
+def test_frame_html_drops_the_index_and_shows_missing_values_as_dashes():
+    import pandas as pd
+
+    grid = pd.DataFrame(
+        [
+            {"band": "easy", "steps": 3, "zero-variance groups": 0.8, "held-out pass Δ": None},
+            {"band": "hard", "steps": 3, "zero-variance groups": float("nan"), "held-out pass Δ": None},
+        ]
+    )
+    page = rh.frame_html(grid)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    assert cells[:4] == ["easy", "3", "0.800", "<span class='na'>—</span>"]
+    assert "None" not in page and "nan" not in page and ">0<" not in page  # no pandas index, no raw missing values
+    assert "<th class='num'>steps</th>" in page and "<th class=''>band</th>" in page
+
+
 def test_power_table_lists_each_comparison_once_and_drops_one_benchmark_capabilities(demo):
     page = rh.power_table(demo["long"], "base", 0.05)
     assert page.count("vs base</td>") == 2
