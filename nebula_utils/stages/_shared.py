@@ -118,6 +118,56 @@ class SamplingFields(EngineFields):
         )
 
 
+def check_trl_overrides(overrides: dict[str, Any], config_cls: type) -> None:
+    """Every `trl_overrides` key must be a field of the stage's TRL config class: a typo fails when
+    the config is built, before any model is loaded, not after an hour of training."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_cls)})
+    if unknown:
+        raise ConfigError(
+            f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} field '{unknown[0]}'"
+        )
+
+
+def build_trl_config(stage: Any, config_cls: type, output_dir: Any, bf16: bool | None = None, **specific: Any) -> Any:
+    """`config_cls` (trl.SFTConfig, DPOConfig, ...) from a training stage's shared knobs (the
+    TrainFields names, which 20_sft shares), the stage's `specific` ones and its `trl_overrides` (an
+    unknown name fails here, before any model is loaded). `bf16`: the resolved precision, or None to
+    resolve `stage.bf16` here."""
+    check_trl_overrides(stage.trl_overrides, config_cls)
+    from ..train.throughput import resolve_bf16
+
+    cuda = stage.use_cuda()
+    if bf16 is None:
+        # TRL defaults to bf16=True; decided per machine from flags and a measured matmul instead.
+        # Measured on the demo's DPO (SmolLM2-135M, 2 cores): fp32 ran at 50-72 tokens/s.
+        bf16 = resolve_bf16(stage.bf16, "cuda" if cuda else "cpu")[0]
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        seed=stage.seed,
+        data_seed=stage.seed,
+        max_length=stage.max_length,
+        num_train_epochs=stage.num_train_epochs,
+        max_steps=stage.max_steps if stage.max_steps > 0 else -1,
+        per_device_train_batch_size=stage.per_device_train_batch_size,
+        gradient_accumulation_steps=stage.accumulation(),
+        learning_rate=stage.learning_rate,
+        lr_scheduler_type=stage.lr_scheduler_type,
+        warmup_steps=stage.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
+        weight_decay=stage.weight_decay,
+        activation_checkpointing=stage.gradient_checkpointing,  # TRL defaults it on; transformers 5 name
+        logging_steps=stage.logging_steps,
+        bf16=bf16,
+        use_cpu=not cuda,
+        report_to="none",
+        save_strategy="no",  # the stage saves the final model itself, atomically
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    kwargs.update(specific)
+    kwargs.update(stage.trl_overrides)
+    return config_cls(**kwargs)
+
+
 @dataclasses.dataclass
 class TrainFields(ScaleFields):
     """Optimiser, schedule and LoRA knobs of the stages that train with a TRL trainer (DPO, KTO, RSFT).
@@ -173,45 +223,8 @@ class TrainFields(ScaleFields):
         return pick_device(self.device) == "cuda"
 
     def trl_kwargs(self, config_cls: type, output_dir: Any, **specific: Any) -> Any:
-        """`config_cls` (e.g. trl.DPOConfig) from the shared knobs, the stage's `specific` ones and
-        `trl_overrides` (an unknown name fails here, before any model is loaded)."""
-        known = {f.name for f in dataclasses.fields(config_cls)}
-        unknown = sorted(set(self.trl_overrides) - known)
-        if unknown:
-            raise ConfigError(
-                f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} "
-                f"field '{unknown[0]}'"
-            )
-        from ..train.throughput import resolve_bf16
-
-        cuda = self.use_cuda()
-        kwargs: dict[str, Any] = dict(
-            output_dir=str(output_dir),
-            seed=self.seed,
-            data_seed=self.seed,
-            max_length=self.max_length,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps if self.max_steps > 0 else -1,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.accumulation(),
-            learning_rate=self.learning_rate,
-            lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-            weight_decay=self.weight_decay,
-            activation_checkpointing=self.gradient_checkpointing,  # TRL defaults it on; transformers 5 name
-            logging_steps=self.logging_steps,
-            # TRL defaults to bf16=True; decided per machine from flags and a measured matmul, as in 20_sft.
-            # Measured on the demo's DPO (SmolLM2-135M, 2 cores): fp32 ran at 50-72 tokens/s.
-            bf16=resolve_bf16(self.bf16, "cuda" if cuda else "cpu")[0],
-            use_cpu=not cuda,
-            report_to="none",
-            save_strategy="no",  # the stage saves the final model itself, atomically
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-        )
-        kwargs.update(specific)
-        kwargs.update(self.trl_overrides)
-        return config_cls(**kwargs)
+        """`config_cls` (e.g. trl.DPOConfig) from the shared knobs: see build_trl_config."""
+        return build_trl_config(self, config_cls, output_dir, **specific)
 
     def lora_config(self) -> Any:
         if not self.use_lora:

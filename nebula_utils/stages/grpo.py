@@ -17,13 +17,12 @@ The vLLM modes need CUDA and the `gpu` extra; they are not exercised by the CPU 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import EngineFields, LaunchFields, ScaleFields
+from ._shared import EngineFields, LaunchFields, ScaleFields, check_trl_overrides
 
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo")  # TRL 1.16 loss_type values used here
 SCALE_REWARDS = ("group", "batch", "none")
@@ -155,10 +154,7 @@ class GRPOStageConfig(ScaleFields, EngineFields, LaunchFields, StageConfig):
     def to_trl(self, output_dir: str | Path, reward_weights: list[float]):
         from trl import GRPOConfig
 
-        known = {f.name for f in dataclasses.fields(GRPOConfig)}
-        unknown = sorted(set(self.trl_overrides) - known)
-        if unknown:
-            raise ConfigError(f"trl_overrides: unknown trl.GRPOConfig field '{unknown[0]}'")
+        check_trl_overrides(self.trl_overrides, GRPOConfig)
         cuda = self.use_cuda()
         rollout = self.resolved_rollout()
         kwargs: dict[str, Any] = dict(

@@ -11,13 +11,12 @@ samples" is `num_samples: 4096`; the optimizer steps follow from the batch size 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..config import ConfigError, StageConfig, doc
-from ._shared import EngineFields, LaunchFields, ScaleFields
+from ._shared import EngineFields, LaunchFields, ScaleFields, check_trl_overrides
 
 
 @dataclass
@@ -85,10 +84,7 @@ class OPDStageConfig(ScaleFields, EngineFields, LaunchFields, StageConfig):
         """trl.DistillationConfig for `max_steps` optimizer steps (from the sample budget)."""
         from trl import DistillationConfig
 
-        known = {f.name for f in dataclasses.fields(DistillationConfig)}
-        unknown = sorted(set(self.trl_overrides) - known)
-        if unknown:
-            raise ConfigError(f"trl_overrides: unknown trl.DistillationConfig field '{unknown[0]}'")
+        check_trl_overrides(self.trl_overrides, DistillationConfig)
         cuda = self.use_cuda()
         kwargs: dict[str, Any] = dict(
             output_dir=str(output_dir),

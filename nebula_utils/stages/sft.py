@@ -8,13 +8,12 @@ trainer call lives in nebula_utils.train.sft.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError, StageConfig, doc
-from ._shared import BF16_SETTINGS, LaunchFields, ScaleFields
+from ..config import StageConfig, doc
+from ._shared import BF16_SETTINGS, LaunchFields, ScaleFields, build_trl_config
 
 
 @dataclass
@@ -92,45 +91,19 @@ class SFTStageConfig(ScaleFields, LaunchFields, StageConfig):
         nebula_utils.train.throughput.resolve_bf16(cfg.bf16, ...)); None resolves `self.bf16` here."""
         from trl import SFTConfig
 
-        known = {f.name for f in dataclasses.fields(SFTConfig)}
-        unknown = sorted(set(self.trl_overrides) - known)
-        if unknown:
-            raise ConfigError(f"key 'trl_overrides': unknown trl.SFTConfig field '{unknown[0]}'")
-        cuda = self.use_cuda()
-        if bf16 is None:
-            from ..train.throughput import resolve_bf16
-
-            bf16 = resolve_bf16(self.bf16, "cuda" if cuda else "cpu")[0]
-        kwargs: dict[str, Any] = dict(
-            output_dir=str(output_dir),
-            seed=self.seed,
-            data_seed=self.seed,
-            max_length=self.max_length,
-            num_train_epochs=self.num_train_epochs,
-            max_steps=self.max_steps if self.max_steps > 0 else -1,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            gradient_accumulation_steps=self.accumulation(),
-            learning_rate=self.learning_rate,
-            lr_scheduler_type=self.lr_scheduler_type,
-            warmup_steps=self.warmup_ratio,  # transformers 5: a float < 1 is a ratio of total steps
-            weight_decay=self.weight_decay,
+        return build_trl_config(
+            self,
+            SFTConfig,
+            output_dir,
+            bf16,
             assistant_only_loss=self.assistant_only_loss,
             packing=self.packing,
             packing_strategy="bfd",  # padding-free rows with per-sample position_ids (TRL's default, pinned)
-            activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name
-            logging_steps=self.logging_steps,
-            bf16=bf16,  # TRL defaults to True; decided per machine by resolve_bf16, never assumed
-            use_cpu=not cuda,
-            report_to="none",
             # Checkpoints are for resuming only; the stage saves the final model itself, atomically.
             save_strategy="steps" if self.save_steps > 0 else "no",
             save_steps=self.save_steps if self.save_steps > 0 else 500,  # 500: TRL's default, unused with "no"
             save_total_limit=1,
-            disable_tqdm=True,
-            dataloader_num_workers=0,
         )
-        kwargs.update(self.trl_overrides)
-        return SFTConfig(**kwargs)
 
     def lora_config(self):
         if not self.use_lora:

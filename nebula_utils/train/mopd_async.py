@@ -15,21 +15,17 @@ count; its `max_steps` is only a ceiling).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..stages._shared import check_trl_overrides
 
 
 def async_config(cfg: Any, output_dir: str | Path, prompts: int) -> Any:
     """trl.experimental.async_distillation.AsyncDistillationConfig from a 51_mopd config."""
     from trl.experimental.async_distillation import AsyncDistillationConfig
 
-    known = {f.name for f in dataclasses.fields(AsyncDistillationConfig)}
-    unknown = sorted(set(cfg.trl_overrides) - known)
-    if unknown:
-        raise ConfigError(f"trl_overrides: unknown AsyncDistillationConfig field '{unknown[0]}'")
+    check_trl_overrides(cfg.trl_overrides, AsyncDistillationConfig)
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         seed=cfg.seed,
