@@ -245,3 +245,13 @@ def config_hash(science: Mapping[str, Any]) -> str:
 
 def make_run_id(stage: str, science: Mapping[str, Any]) -> str:
     return f"{stage}-{config_hash(science)}"
+
+
+def check_trl_overrides(overrides: dict[str, Any], config_cls: type) -> None:
+    """Every `trl_overrides` key must be a field of the stage's TRL config class: a typo fails when
+    the config is built, before any model is loaded, not after an hour of training."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_cls)})
+    if unknown:
+        raise ConfigError(
+            f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} field '{unknown[0]}'"
+        )

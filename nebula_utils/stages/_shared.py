@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..config import ConfigError, doc
+from ..config import ConfigError, check_trl_overrides, doc
 
 BF16_SETTINGS = ("auto", True, False)  # a training stage's `bf16` key
 
@@ -115,16 +115,6 @@ class SamplingFields(EngineFields):
             self.batch_size,
             tensor_parallel_size=self.tensor_parallel_size,
             label=label,
-        )
-
-
-def check_trl_overrides(overrides: dict[str, Any], config_cls: type) -> None:
-    """Every `trl_overrides` key must be a field of the stage's TRL config class: a typo fails when
-    the config is built, before any model is loaded, not after an hour of training."""
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(config_cls)})
-    if unknown:
-        raise ConfigError(
-            f"trl_overrides: unknown {config_cls.__module__.split('.')[0]}.{config_cls.__name__} field '{unknown[0]}'"
         )
 
 

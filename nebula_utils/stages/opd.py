@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError, StageConfig, doc
-from ._shared import EngineFields, LaunchFields, ScaleFields, check_trl_overrides
+from ..config import ConfigError, StageConfig, check_trl_overrides, doc
+from ._shared import EngineFields, LaunchFields, ScaleFields
 
 
 @dataclass

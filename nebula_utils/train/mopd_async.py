@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..stages._shared import check_trl_overrides
+from ..config import check_trl_overrides
 
 
 def async_config(cfg: Any, output_dir: str | Path, prompts: int) -> Any:
