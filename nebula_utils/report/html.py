@@ -34,7 +34,8 @@ STYLE = """<style>
 table.nx-t tbody tr.sub td { font-style: italic; color: #333; }
 table.nx-t tbody tr.avg td { border-top: 1px solid #999; font-weight: 600; }
 table.nx-t tbody tr.first td { border-top: 1px solid #ddd; }
-table.nx-t td.num, table.nx-t th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.nx-t td.num, table.nx-t th.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.nx-t td.num { white-space: nowrap; }
 table.nx-t td.run { text-align: right; font-variant-numeric: tabular-nums; }
 table.nx-t th.run { text-align: right; }
 table.nx-t .cap { color: #777; font-size: 11px; font-weight: normal; font-style: normal; }
@@ -271,10 +272,17 @@ def frame_html(frame, caption: str = "") -> str:
 
 
 def _frame_cell(value: Any) -> str:
+    """Missing -> —; a path (has '/') breakable after each '/' so a long checkpoint path does not
+    widen the table; floats to 3 decimals, or 2 significant digits below 0.001 (a learning rate of
+    5e-05 must not read 0.000)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<td class='num'><span class='na'>—</span></td>"
+    if isinstance(value, str) and "/" in value:
+        return f"<td>{_path(value)}</td>"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"<td>{_e(value)}</td>"
+    if isinstance(value, float) and value != 0 and abs(value) < 1e-3:
+        return f"<td class='num'>{value:.2g}</td>"
     return f"<td class='num'>{_e(value if isinstance(value, int) else _fmt(value))}</td>"
 
 

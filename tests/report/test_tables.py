@@ -87,15 +87,17 @@ def test_frame_html_drops_the_index_and_shows_missing_values_as_dashes():
 
     grid = pd.DataFrame(
         [
-            {"band": "easy", "steps": 3, "zero-variance groups": 0.8, "held-out pass Δ": None},
-            {"band": "hard", "steps": 3, "zero-variance groups": float("nan"), "held-out pass Δ": None},
+            {"band": "easy", "steps": 3, "zero-variance groups": 0.8, "held-out pass Δ": None, "lr": 5e-5},
+            {"band": "hard", "steps": 3, "zero-variance groups": float("nan"), "held-out pass Δ": None, "lr": 0.01},
         ]
     )
     page = rh.frame_html(grid)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
-    assert cells[:4] == ["easy", "3", "0.800", "<span class='na'>—</span>"]
+    assert cells[:5] == ["easy", "3", "0.800", "<span class='na'>—</span>", "5e-05"]  # not 0.000
+    assert cells[9] == "0.010"
     assert "None" not in page and "nan" not in page and ">0<" not in page  # no pandas index, no raw missing values
     assert "<th class='num'>steps</th>" in page and "<th class=''>band</th>" in page
+    assert "/<wbr>" in rh.frame_html(pd.DataFrame([{"start checkpoint": "<results>/demo/20_sft-5f5f/model"}]))
 
 
 def test_power_table_lists_each_comparison_once_and_drops_one_benchmark_capabilities(demo):
